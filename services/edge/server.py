@@ -1,0 +1,110 @@
+"""The edge process: WebSocket protocol at /v1/stream, health, metrics and the web page."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+from http import HTTPStatus
+from pathlib import Path
+
+import prometheus_client
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from services.edge.capabilities import CapabilityCache
+from services.edge.context import EdgeContext
+from services.edge.session import Session, release_session
+from shared import bus
+from shared.config import Settings
+from shared.process import wait_for_signal
+from shared.state import open_store
+from shared.subjects import Subjects
+
+log = logging.getLogger("parley.edge")
+
+WEB_ROOT = Path(__file__).parent / "web"
+STREAM_PATH = "/v1/stream"
+MAX_WS_FRAME_BYTES = 1 << 20  # beyond our own limits, so oversized frames get a polite error
+
+
+def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store")])
+    return Response(status.value, status.phrase, headers, body)
+
+
+def _static(path: str) -> Response | None:
+    name = "index.html" if path in ("/", "") else path.lstrip("/")
+    file = (WEB_ROOT / name).resolve()
+    if WEB_ROOT.resolve() not in file.parents or not file.is_file():
+        return None
+    content_type = mimetypes.guess_type(file.name)[0] or "application/octet-stream"
+    if content_type.startswith("text/") or content_type.endswith("javascript"):
+        content_type += "; charset=utf-8"
+    return _response(HTTPStatus.OK, file.read_bytes(), content_type)
+
+
+class Edge:
+    def __init__(self, ctx: EdgeContext) -> None:
+        self.ctx = ctx
+
+    async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == STREAM_PATH:
+            return None  # go on with the WebSocket handshake
+        if path == "/healthz":
+            return _response(HTTPStatus.OK, b"ok\n", "text/plain")
+        if path == "/readyz":
+            return await self._readyz()
+        if path == "/metrics":
+            return _response(HTTPStatus.OK, prometheus_client.generate_latest(), prometheus_client.CONTENT_TYPE_LATEST)
+        return _static(path) or _response(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+
+    async def _readyz(self) -> Response:
+        if not self.ctx.nc.is_connected:
+            return _response(HTTPStatus.SERVICE_UNAVAILABLE, b"not connected to NATS\n", "text/plain")
+        caps = await self.ctx.capabilities.get(fresh=True)
+        if caps.missing_kinds:
+            body = f"no worker answers: {', '.join(caps.missing_kinds)}\n".encode()
+            return _response(HTTPStatus.SERVICE_UNAVAILABLE, body, "text/plain")
+        return _response(HTTPStatus.OK, b"ready\n", "text/plain")
+
+    async def handle(self, ws: ServerConnection) -> None:
+        await Session(self.ctx, ws).run()
+
+
+async def main(settings: Settings) -> None:
+    subjects = Subjects(settings.prefix)
+    nc = await bus.connect(settings.nats_url, "parley-edge")
+    js = nc.jetstream()
+    await bus.ensure_streams(js, subjects, settings.resume_window_s)
+    store = open_store(settings.redis_url, settings.prefix)
+    ctx = EdgeContext(settings, subjects, nc, js, store, CapabilityCache(nc, subjects))
+    ctx.on_expire = lambda record: release_session(ctx, record)
+    edge = Edge(ctx)
+    _log_auth_mode(settings)
+    async with serve(
+        edge.handle, settings.host, settings.port,
+        process_request=edge.process_request, max_size=MAX_WS_FRAME_BYTES,
+        ping_interval=20, ping_timeout=20,
+    ) as server:
+        port = server.sockets[0].getsockname()[1]
+        log.info("edge listening on http://%s:%d (protocol at ws://%s:%d%s)",
+                 settings.host, port, settings.host, port, STREAM_PATH)
+        await wait_for_signal()
+        log.info("edge draining: closing %d sessions", len(ctx.live))
+        server.close(close_connections=False)
+        for session in list(ctx.live.values()):
+            await session.ws.close(4503, "edge draining; resume elsewhere")
+        await asyncio.wait_for(server.wait_closed(), 10)
+    await nc.drain()
+
+
+def _log_auth_mode(settings: Settings) -> None:
+    log.info("auth is disabled: any token or none is accepted")
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("AUTH IS DISABLED AND THE EDGE LISTENS ON %s: anyone who can reach it can use it",
+                    settings.host)
+

@@ -1,0 +1,317 @@
+"""One client connection: from the first message to the close.
+
+The client-facing rules live in `wire` (validation) and `chunker` (audio cutting); this
+module moves bytes between the WebSocket and NATS and keeps the session's bus resources.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+import uuid
+
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from services.edge import wire
+from services.edge.capabilities import admission_problems, room_warnings
+from services.edge.chunker import Chunk, Chunker, SpeechStarted, SpeechStopped
+from services.edge.context import EdgeContext
+from services.edge.stt_link import SttLink
+from services.stt.routing import room_route, solo_route
+from shared import bus, metrics
+from shared.messages import AudioChunk, ClientEvent, Listener, SessionEnd, decode, encode
+from shared.state import SessionRecord
+
+log = logging.getLogger("parley.edge")
+
+CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_NOT_FOUND, CLOSE_START_TIMEOUT = 1000, 4400, 4404, 4408
+LIVE_RECORD_TTL_S = 24 * 3600.0
+
+
+class SessionClosed(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code, self.reason = code, reason
+
+
+def _hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Session:
+    def __init__(self, ctx: EdgeContext, ws: ServerConnection) -> None:
+        self.ctx = ctx
+        self.ws = ws
+        self.record: SessionRecord | None = None
+        self.generation = 0
+        self.chunker: Chunker | None = None
+        self.stt: SttLink | None = None
+        self.subs: list = []
+        self.sent_seq = 0
+        self.seq_arrived = asyncio.Condition()
+        self.ended = False
+
+    # -- sending -------------------------------------------------------------------------
+    async def send(self, event: dict) -> None:
+        await self.ws.send(wire.encode_event(event))
+
+    async def send_error(self, code: str, message: str, fatal: bool = False) -> None:
+        metrics.CLIENT_ERRORS.labels(code).inc()
+        await self.send({"type": "error", "code": code, "message": message, "fatal": fatal})
+
+    async def publish(self, event: dict, msg_id: str | None = None) -> int:
+        return await bus.publish_event(self.ctx.js, self.ctx.subjects, self.sid, event, msg_id)
+
+    @property
+    def sid(self) -> str:
+        assert self.record is not None
+        return self.record.sid
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await self._open()
+            metrics.SESSIONS.inc()
+            try:
+                await self._serve()
+            finally:
+                metrics.SESSIONS.dec()
+                await self._detach()
+        except SessionClosed as closed:
+            await self.ws.close(closed.code, closed.reason)
+        except ConnectionClosed:
+            pass
+
+    async def _open(self) -> None:
+        deadline = time.monotonic() + self.ctx.settings.start_timeout_s
+        while True:
+            try:
+                frame = await asyncio.wait_for(self.ws.recv(), deadline - time.monotonic())
+            except (asyncio.TimeoutError, TimeoutError, ValueError):
+                raise SessionClosed(CLOSE_START_TIMEOUT, "no session.start in time") from None
+            if isinstance(frame, bytes):
+                raise SessionClosed(CLOSE_PROTOCOL, "first message must be session.start or session.resume")
+            try:
+                command = wire.parse_text(frame, self.ctx.limits)
+            except wire.ProtocolError as exc:
+                await self.send_error(exc.code, exc.message)
+                continue  # a malformed start is not fatal; the client may send a good one
+            match command:
+                case wire.SessionStart():
+                    return await self._start(command)
+                case wire.SessionResume():
+                    return await self._resume(command)
+                case _:
+                    raise SessionClosed(CLOSE_PROTOCOL, "first message must be session.start or session.resume")
+
+    async def _start(self, start: wire.SessionStart) -> None:
+        if start.mode != "translate":
+            await self.send_error("provider_unavailable", "assistant mode is not available yet", fatal=True)
+            raise SessionClosed(CLOSE_NORMAL, "provider_unavailable")
+        caps = await self.ctx.capabilities.get()
+        problems = admission_problems(caps, start.language, start.target_language, start.room)
+        if problems:
+            await self.send_error("provider_unavailable", "; ".join(problems), fatal=True)
+            raise SessionClosed(CLOSE_NORMAL, "provider_unavailable")
+        token = secrets.token_urlsafe(24)
+        self.record = SessionRecord(
+            sid=uuid.uuid4().hex,
+            token_hash=_hash_token(token),
+            mode=start.mode,
+            language=start.language,
+            target_language=start.target_language,
+            room=start.room,
+            input_sample_rate=start.input_sample_rate,
+            output_sample_rate=start.output_sample_rate,
+            voice=start.voice,
+            created_at=time.time(),
+        )
+        await self.ctx.store.save_session(self.record, LIVE_RECORD_TTL_S)
+        await self._attach(token, resumed=False, last_seq=None)
+        if start.room:
+            others = {m.language for m in await self.ctx.store.room_members(start.room)}
+            for message in room_warnings(caps, start.language, others):
+                await self.publish({"type": "warning", "code": "provider_unavailable", "message": message})
+
+    async def _resume(self, resume: wire.SessionResume) -> None:
+        record = await self.ctx.store.load_session(resume.session_id)
+        if record is None or not hmac.compare_digest(record.token_hash, _hash_token(resume.resume_token)):
+            await self.send_error("session_not_found", "no such session, or it has expired", fatal=True)
+            raise SessionClosed(CLOSE_NOT_FOUND, "session_not_found")
+        self.record = record
+        await self.ctx.store.save_session(record, LIVE_RECORD_TTL_S)
+        await self._attach(resume.resume_token, resumed=True, last_seq=resume.last_seq)
+
+    async def _attach(self, token: str, resumed: bool, last_seq: int | None) -> None:
+        record = self.record
+        self.generation = await self.ctx.store.next_generation(record.sid)
+        self.ctx.live[record.sid] = self
+        await self.send({
+            "type": "session.started", "session_id": record.sid, "resume_token": token,
+            "resumed": resumed, "mode": record.mode, "language": record.language,
+            "target_language": record.target_language, "room": record.room,
+            "input_sample_rate": record.input_sample_rate,
+            "output_sample_rate": record.output_sample_rate, "voice": record.voice,
+            "chunk_ms": self.ctx.settings.chunk_ms,
+        })
+        await self._subscribe_out(last_seq)
+        self.chunker = self.ctx.new_chunker(record.input_sample_rate)
+        if record.room:
+            await self.ctx.store.join_room(record.room, self._listener())
+            self.subs.append(await self.ctx.nc.subscribe(self.ctx.subjects.room(record.room), cb=self._on_room))
+        self.stt = SttLink(self.ctx, record, await self._route(), self._in_progress)
+        await self.stt.start(claim_now=not resumed)
+        if record.room:
+            await self.ctx.nc.publish(self.ctx.subjects.room(record.room), b"changed")
+        if self.ctx.store.degraded and self.ctx.settings.redis_url:
+            await self.publish({"type": "warning", "code": "state_degraded",
+                                "message": "session state is in memory only: resume works on this edge only"})
+
+    def _listener(self) -> Listener:
+        r = self.record
+        return Listener(r.sid, r.language, r.output_sample_rate, r.voice)
+
+    async def _route(self):
+        r = self.record
+        if r.room:
+            return room_route(r.sid, await self.ctx.store.room_members(r.room))
+        return solo_route(r.sid, r.target_language, r.output_sample_rate, r.voice)
+
+    async def _on_room(self, msg) -> None:
+        if self.stt is not None:
+            await self.stt.update_route(await self._route())
+
+    async def _subscribe_out(self, last_seq: int | None) -> None:
+        if last_seq is None:
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
+        else:
+            self.sent_seq = last_seq
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last_seq + 1)
+        sub = await self.ctx.js.subscribe(
+            self.ctx.subjects.out(self.record.sid), stream=self.ctx.subjects.out_stream,
+            cb=self._on_out, ordered_consumer=True, config=config,
+        )
+        self.subs.append(sub)
+
+    async def _on_out(self, msg) -> None:
+        seq = msg.metadata.sequence.stream
+        if seq <= self.sent_seq:
+            return
+        try:
+            message = decode(msg.data)
+        except ValueError:
+            log.error("undecodable event in out-stream for %s", self.sid)
+            return
+        if isinstance(message, ClientEvent):
+            event = {**message.event, "seq": seq}
+            try:
+                await self.send(event)
+            except ConnectionClosed:
+                return  # the client resumes from its last_seq; nothing is lost
+            metrics.EVENTS_OUT.labels(str(event.get("type"))).inc()
+        async with self.seq_arrived:
+            self.sent_seq = seq
+            self.seq_arrived.notify_all()
+
+    # -- the live loop -------------------------------------------------------------------
+    async def _serve(self) -> None:
+        async for frame in self.ws:
+            try:
+                if isinstance(frame, bytes):
+                    command = wire.parse_binary(frame, self.record.input_sample_rate, self.ctx.limits)
+                else:
+                    command = wire.parse_text(frame, self.ctx.limits)
+            except wire.ProtocolError as exc:
+                await self.send_error(exc.code, exc.message)
+                continue
+            metrics.MESSAGES_IN.labels(type(command).__name__).inc()
+            if await self._dispatch(command):
+                return
+
+    async def _dispatch(self, command) -> bool:
+        """Handle one client command; True when the session is over."""
+        match command:
+            case wire.AudioAppend(pcm=pcm):
+                await self._audio(self.chunker.push(pcm))
+            case wire.AudioCommit():
+                await self._audio(self.chunker.commit())
+            case wire.Ping(id=ping_id):
+                await self.send({"type": "pong", "id": ping_id})
+            case wire.Ack():
+                pass  # events stay in the out-stream for the resume window either way
+            case wire.SessionEnd():
+                await self._end("client_ended")
+                return True
+            case wire.SessionStart() | wire.SessionResume():
+                await self.send_error("invalid_message", "the session has already started")
+            case _:
+                await self.send_error("invalid_message", f"{type(command).__name__} needs assistant mode")
+        return False
+
+    async def _audio(self, actions) -> None:
+        for action in actions:
+            match action:
+                case SpeechStarted(utterance=n):
+                    await self.publish({"type": "speech.started", "utterance_id": self._utterance_id(n)})
+                case SpeechStopped(utterance=n):
+                    await self.publish({"type": "speech.stopped", "utterance_id": self._utterance_id(n)})
+                case Chunk():
+                    await self.stt.send(self._bus_chunk(action))
+
+    def _in_progress(self) -> list[AudioChunk]:
+        return [self._bus_chunk(c) for c in self.chunker.in_progress_chunks()]
+
+    def _bus_chunk(self, c: Chunk) -> AudioChunk:
+        rate = self.record.input_sample_rate
+        return AudioChunk(self.sid, self._utterance_id(c.utterance), c.index, rate, c.pcm, c.last)
+
+    def _utterance_id(self, n: int) -> str:
+        # The generation keeps ids unique across reconnections (dedup keys are built on them).
+        return f"{self.sid}-{self.generation}-{n}"
+
+    async def _end(self, reason: str) -> None:
+        self.ended = True
+        seq = await self.publish({"type": "session.ended", "reason": reason})
+        async with self.seq_arrived:
+            try:
+                await asyncio.wait_for(self.seq_arrived.wait_for(lambda: self.sent_seq >= seq), 2.0)
+            except (asyncio.TimeoutError, TimeoutError):
+                pass
+        await self.ws.close(CLOSE_NORMAL, reason)
+
+    async def _detach(self) -> None:
+        """The connection is gone: finish the utterance in progress so its results are kept
+        for a resume; end the session for good when the client said so."""
+        self.ctx.live.pop(self.sid, None)
+        if self.chunker is not None and not self.ended:
+            try:
+                await self._audio(self.chunker.commit())
+            except Exception:
+                log.exception("could not flush the utterance in progress of %s", self.sid)
+        for sub in self.subs:
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+        if self.stt is not None:
+            await self.stt.stop()
+        if self.ended:
+            await release_session(self.ctx, self.record)
+        else:
+            await self.ctx.store.save_session(self.record, self.ctx.settings.resume_window_s)
+            self.ctx.schedule_expiry(self.record, self.generation)
+
+
+async def release_session(ctx: EdgeContext, record: SessionRecord) -> None:
+    """Drop every per-session resource: the STT owner's stream, room membership, state."""
+    await ctx.nc.publish(ctx.subjects.ctl(record.sid), encode(SessionEnd(record.sid)))
+    if record.room:
+        await ctx.store.leave_room(record.room, record.sid)
+        await ctx.nc.publish(ctx.subjects.room(record.room), b"changed")
+    await ctx.store.delete_session(record.sid)

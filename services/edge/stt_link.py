@@ -1,0 +1,89 @@
+"""The edge's link to the STT worker that owns a session: claim, lease watch, replay.
+
+When the owner's lease lapses (it died, or NATS lost it), the edge claims the session
+again — some other worker answers — and replays the audio of the utterance in progress,
+which the edge has kept, so no speech is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from services.edge.context import EdgeContext
+from shared.messages import AudioChunk, Route, RouteUpdate, SttClaim, SttClaimed, decode, encode
+from shared.state import SessionRecord
+
+log = logging.getLogger("parley.edge.stt")
+
+CLAIM_TIMEOUT_S = 2.0
+
+
+class SttLink:
+    def __init__(
+        self,
+        ctx: EdgeContext,
+        record: SessionRecord,
+        route: Route,
+        in_progress: Callable[[], list[AudioChunk]],
+        clock=time.monotonic,
+    ) -> None:
+        self.ctx = ctx
+        self.record = record
+        self.route = route
+        self.in_progress = in_progress
+        self.clock = clock
+        self.last_lease = clock()
+        self.owner: str | None = None
+        self._sub = None
+        self._watchdog: asyncio.Task | None = None
+
+    async def start(self, claim_now: bool) -> None:
+        """Claim at once for a new session; for a resumed one, first give the current
+        owner one lease period to show it is still alive."""
+        self._sub = await self.ctx.nc.subscribe(self.ctx.subjects.stt_lease(self.record.sid), cb=self._on_lease)
+        if claim_now:
+            await self.claim()
+        self._watchdog = asyncio.create_task(self._watch())
+
+    async def stop(self) -> None:
+        if self._watchdog:
+            self._watchdog.cancel()
+        if self._sub:
+            await self._sub.unsubscribe()
+
+    async def _on_lease(self, msg) -> None:
+        self.last_lease = self.clock()
+
+    async def claim(self) -> bool:
+        claim = SttClaim(self.record.sid, self.record.language, self.record.input_sample_rate, self.route)
+        try:
+            reply = await self.ctx.nc.request(self.ctx.subjects.stt_claim, encode(claim), timeout=CLAIM_TIMEOUT_S)
+            claimed = decode(reply.data)
+        except Exception as exc:  # no responders / timeout / garbage: try again on the next tick
+            log.warning("stt claim for %s failed: %s", self.record.sid, exc)
+            return False
+        if not isinstance(claimed, SttClaimed):
+            return False
+        self.owner = claimed.worker_id
+        self.last_lease = self.clock()
+        for chunk in self.in_progress():
+            await self.send(chunk)
+        return True
+
+    async def _watch(self) -> None:
+        lease_s = self.ctx.settings.stt_lease_s
+        while True:
+            await asyncio.sleep(lease_s / 3)
+            if self.clock() - self.last_lease > lease_s:
+                log.warning("stt lease of %s lapsed (owner %s); claiming again", self.record.sid, self.owner)
+                await self.claim()
+
+    async def send(self, chunk: AudioChunk) -> None:
+        await self.ctx.nc.publish(self.ctx.subjects.audio(self.record.sid), encode(chunk))
+
+    async def update_route(self, route: Route) -> None:
+        self.route = route
+        await self.ctx.nc.publish(self.ctx.subjects.ctl(self.record.sid), encode(RouteUpdate(self.record.sid, route)))

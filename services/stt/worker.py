@@ -1,0 +1,203 @@
+"""STT worker: claims sessions, recognises their audio, emits transcripts and translate work.
+
+Ownership: the edge asks `parley.stt.claim` (a queue group, so one worker answers); the
+owner subscribes to the session's audio and control subjects and renews a lease on
+`parley.stt.lease.<sid>` so the edge can re-claim elsewhere when the owner dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+
+from nats.micro.service import EndpointConfig, Request, Service
+
+from services.stt import engines
+from services.stt.provider import SttEngine, SttSession
+from services.stt.routing import translate_work
+from shared import bus, metrics
+from shared.audio import resample
+from shared.config import Settings
+from shared.messages import (
+    AudioChunk,
+    Capabilities,
+    Route,
+    RouteUpdate,
+    SessionEnd,
+    SttClaim,
+    SttClaimed,
+    SttLease,
+    decode,
+    encode,
+)
+from shared.worker import Runtime, run_worker
+
+log = logging.getLogger("parley.stt")
+
+MAX_QUEUED_CHUNKS = 64  # ~32 s of audio at 500 ms chunks: a stalled engine cannot grow memory
+
+
+class OwnedSession:
+    """One claimed session: its recogniser, its route, and the ordered chunk queue."""
+
+    def __init__(self, runtime: Runtime, engine: SttEngine, claim: SttClaim, worker_id: str):
+        self.runtime = runtime
+        self.engine = engine
+        self.sid = claim.sid
+        self.language = claim.language
+        self.route = claim.route
+        self.worker_id = worker_id
+        self.recogniser: SttSession = engine.open(claim.language)
+        self.queue: asyncio.Queue[AudioChunk] = asyncio.Queue(MAX_QUEUED_CHUNKS)
+        self.subs: list = []
+        self.tasks: list[asyncio.Task] = []
+        self.current_utterance: str | None = None
+        self.last_chunk: tuple[str, int] | None = None  # dedupe replays after failover
+
+    async def start(self) -> None:
+        subjects = self.runtime.subjects
+        self.subs.append(await self.runtime.nc.subscribe(subjects.audio(self.sid), cb=self._on_audio))
+        self.subs.append(await self.runtime.nc.subscribe(subjects.ctl(self.sid), cb=self._on_ctl))
+        self.tasks.append(asyncio.create_task(self._recognise()))
+        self.tasks.append(asyncio.create_task(self._renew_lease()))
+
+    async def close(self) -> None:
+        for sub in self.subs:
+            await sub.unsubscribe()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.recogniser.close()
+
+    async def _on_audio(self, msg) -> None:
+        try:
+            chunk = decode(msg.data)
+        except ValueError as exc:
+            log.warning("malformed audio chunk for %s: %s", self.sid, exc)
+            return
+        if isinstance(chunk, AudioChunk):
+            self.queue.put_nowait(chunk)
+
+    async def _on_ctl(self, msg) -> None:
+        try:
+            control = decode(msg.data)
+        except ValueError:
+            return
+        match control:
+            case RouteUpdate(route=route):
+                self.route = route
+            case SessionEnd():
+                await owned_sessions.release(self.sid)
+
+    async def _renew_lease(self) -> None:
+        lease = encode(SttLease(self.sid, self.worker_id))
+        subject = self.runtime.subjects.stt_lease(self.sid)
+        while True:
+            await self.runtime.nc.publish(subject, lease)
+            await asyncio.sleep(self.runtime.settings.stt_lease_s / 3)
+
+    async def _recognise(self) -> None:
+        while True:
+            chunk = await self.queue.get()
+            try:
+                await self._process(chunk)
+            except Exception:
+                log.exception("recognition failed for %s", chunk.utterance_id)
+
+    async def _process(self, chunk: AudioChunk) -> None:
+        key = (chunk.utterance_id, chunk.index)
+        if self.last_chunk is not None and key <= self.last_chunk:
+            return  # a replay of audio this owner already heard
+        self.last_chunk = key
+        self.current_utterance = chunk.utterance_id
+        started = time.perf_counter()
+        pcm = resample(chunk.pcm, chunk.sample_rate, self.engine.sample_rate)
+        partial = await self.recogniser.feed(pcm)
+        if partial and not chunk.last:
+            await self._captions({"type": "transcript.partial", "text": partial}, chunk, None)
+        if chunk.last:
+            text = (await self.recogniser.finish()).strip()
+            metrics.STAGE_SECONDS.labels("stt_finalize").observe(time.perf_counter() - started)
+            await self._finalize(chunk, text)
+
+    async def _captions(self, event: dict, chunk: AudioChunk, msg_id: str | None) -> None:
+        event = {**event, "utterance_id": chunk.utterance_id, "speaker": self.sid}
+        for sid in self.route.captions_to:
+            await bus.publish_event(
+                self.runtime.js, self.runtime.subjects, sid, event,
+                msg_id=f"{msg_id}:{sid}" if msg_id else None,
+            )
+
+    async def _finalize(self, chunk: AudioChunk, text: str) -> None:
+        if not text:
+            return  # noise, not speech: nothing to caption or translate
+        final = {"type": "transcript.final", "language": self.language, "text": text}
+        await self._captions(final, chunk, f"{chunk.utterance_id}:final")
+        trace = bus.new_traceparent()
+        for work in translate_work(self.route, self.sid, chunk.utterance_id, text, self.language):
+            headers = bus.work_headers(
+                trace,
+                self.runtime.settings.work_deadline_s,
+                f"{work.utterance_id}:translate:{work.target_language}",
+            )
+            await self.runtime.js.publish(
+                self.runtime.subjects.work("translate"), encode(work), headers=headers
+            )
+        metrics.WORK_DONE.labels("stt").inc()
+
+
+class OwnedSessions:
+    def __init__(self) -> None:
+        self.by_sid: dict[str, OwnedSession] = {}
+
+    async def release(self, sid: str) -> None:
+        session = self.by_sid.pop(sid, None)
+        if session:
+            await session.close()
+
+    async def close_all(self) -> None:
+        for sid in list(self.by_sid):
+            await self.release(sid)
+
+
+owned_sessions = OwnedSessions()
+
+
+def _claim_endpoint(engine: SttEngine, worker_id: str):
+    async def add(service: Service, runtime: Runtime) -> None:
+        async def on_claim(request: Request) -> None:
+            try:
+                claim = decode(request.data)
+                if not isinstance(claim, SttClaim):
+                    raise ValueError("not a claim")
+            except ValueError as exc:
+                await request.respond_error("400", str(exc))
+                return
+            if claim.sid not in owned_sessions.by_sid:
+                session = OwnedSession(runtime, engine, claim, worker_id)
+                await session.start()
+                owned_sessions.by_sid[claim.sid] = session
+            else:
+                owned_sessions.by_sid[claim.sid].route = claim.route
+            reply = SttClaimed(claim.sid, worker_id, runtime.settings.stt_lease_s)
+            await request.respond(encode(reply))
+
+        await service.add_endpoint(
+            EndpointConfig(name="claim", subject=runtime.subjects.stt_claim, handler=on_claim)
+        )
+        runtime.closers.append(owned_sessions.close_all)
+
+    return add
+
+
+async def main(settings: Settings) -> None:
+    engine = engines.build(settings.engines, settings.bench)
+    caps = Capabilities(kind="stt", languages=tuple(sorted(engine.languages)))
+    worker_id = f"stt-{uuid.uuid4().hex[:8]}"
+
+    async def start(runtime: Runtime) -> None:
+        return None
+
+    await run_worker("stt", settings, caps, start, _claim_endpoint(engine, worker_id))

@@ -1,0 +1,191 @@
+"""Session and room state: Redis when configured and up, process memory otherwise.
+
+With Redis any edge can resume any session and rooms span edges; in memory (the embedded
+default, or Redis down) both are limited to one edge process, and the edge says so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from shared.messages import Listener
+
+log = logging.getLogger("parley.state")
+
+
+@dataclass(frozen=True)
+class SessionRecord:
+    sid: str
+    token_hash: str
+    mode: str
+    language: str
+    target_language: str | None
+    room: str | None
+    input_sample_rate: int
+    output_sample_rate: int
+    voice: str | None
+    principal: str = "anonymous"
+    created_at: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> "SessionRecord":
+        return cls(**json.loads(raw))
+
+
+class Store(Protocol):
+    async def save_session(self, record: SessionRecord, ttl_s: float) -> None: ...
+    async def load_session(self, sid: str) -> SessionRecord | None: ...
+    async def delete_session(self, sid: str) -> None: ...
+    async def join_room(self, room: str, member: Listener) -> None: ...
+    async def leave_room(self, room: str, sid: str) -> None: ...
+    async def room_members(self, room: str) -> list[Listener]: ...
+    async def next_generation(self, sid: str) -> int: ...
+    async def generation(self, sid: str) -> int: ...
+
+
+class MemoryStore:
+    def __init__(self, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._sessions: dict[str, tuple[SessionRecord, float]] = {}
+        self._rooms: dict[str, dict[str, Listener]] = {}
+        self._generations: dict[str, int] = {}
+
+    async def save_session(self, record: SessionRecord, ttl_s: float) -> None:
+        self._sessions[record.sid] = (record, self._clock() + ttl_s)
+
+    async def load_session(self, sid: str) -> SessionRecord | None:
+        record, expires = self._sessions.get(sid, (None, 0.0))
+        if record is None or expires < self._clock():
+            self._sessions.pop(sid, None)
+            return None
+        return record
+
+    async def delete_session(self, sid: str) -> None:
+        self._sessions.pop(sid, None)
+        self._generations.pop(sid, None)
+
+    async def next_generation(self, sid: str) -> int:
+        self._generations[sid] = self._generations.get(sid, 0) + 1
+        return self._generations[sid]
+
+    async def generation(self, sid: str) -> int:
+        return self._generations.get(sid, 0)
+
+    async def join_room(self, room: str, member: Listener) -> None:
+        self._rooms.setdefault(room, {})[member.sid] = member
+
+    async def leave_room(self, room: str, sid: str) -> None:
+        members = self._rooms.get(room, {})
+        members.pop(sid, None)
+        if not members:
+            self._rooms.pop(room, None)
+
+    async def room_members(self, room: str) -> list[Listener]:
+        return sorted(self._rooms.get(room, {}).values(), key=lambda m: m.sid)
+
+
+class RedisStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "parley") -> None:
+        self._r = client
+        self._prefix = prefix
+
+    def _session_key(self, sid: str) -> str:
+        return f"{self._prefix}:session:{sid}"
+
+    def _room_key(self, room: str) -> str:
+        return f"{self._prefix}:room:{room}"
+
+    async def save_session(self, record: SessionRecord, ttl_s: float) -> None:
+        await self._r.set(self._session_key(record.sid), record.to_json(), px=int(ttl_s * 1000))
+
+    async def load_session(self, sid: str) -> SessionRecord | None:
+        raw = await self._r.get(self._session_key(sid))
+        return SessionRecord.from_json(raw) if raw else None
+
+    async def delete_session(self, sid: str) -> None:
+        await self._r.delete(self._session_key(sid), self._session_key(sid) + ":gen")
+
+    async def next_generation(self, sid: str) -> int:
+        key = self._session_key(sid) + ":gen"
+        generation = await self._r.incr(key)
+        await self._r.expire(key, 48 * 3600)
+        return int(generation)
+
+    async def generation(self, sid: str) -> int:
+        return int(await self._r.get(self._session_key(sid) + ":gen") or 0)
+
+    async def join_room(self, room: str, member: Listener) -> None:
+        await self._r.hset(self._room_key(room), member.sid, json.dumps(asdict(member)))
+
+    async def leave_room(self, room: str, sid: str) -> None:
+        await self._r.hdel(self._room_key(room), sid)
+
+    async def room_members(self, room: str) -> list[Listener]:
+        raw = await self._r.hgetall(self._room_key(room))
+        members = [Listener(**json.loads(v)) for v in raw.values()]
+        return sorted(members, key=lambda m: m.sid)
+
+
+class FallbackStore:
+    """Redis first; on a Redis error, process memory, and `degraded` turns true until Redis
+    answers again. Callers read `degraded` to warn their clients."""
+
+    def __init__(self, primary: RedisStore | None, fallback: MemoryStore | None = None) -> None:
+        self._primary = primary
+        self._fallback = fallback or MemoryStore()
+        self.degraded = primary is None
+
+    async def _call(self, name: str, *args):
+        if self._primary is not None:
+            try:
+                result = await getattr(self._primary, name)(*args)
+                if self.degraded:
+                    log.info("redis is back; session state is shared again")
+                self.degraded = False
+                return result
+            except (RedisError, OSError) as exc:
+                if not self.degraded:
+                    log.warning("redis unavailable (%s); session state falls back to memory", exc)
+                self.degraded = True
+        return await getattr(self._fallback, name)(*args)
+
+    async def save_session(self, record: SessionRecord, ttl_s: float) -> None:
+        await self._call("save_session", record, ttl_s)
+
+    async def load_session(self, sid: str) -> SessionRecord | None:
+        return await self._call("load_session", sid)
+
+    async def delete_session(self, sid: str) -> None:
+        await self._call("delete_session", sid)
+
+    async def join_room(self, room: str, member: Listener) -> None:
+        await self._call("join_room", room, member)
+
+    async def leave_room(self, room: str, sid: str) -> None:
+        await self._call("leave_room", room, sid)
+
+    async def room_members(self, room: str) -> list[Listener]:
+        return await self._call("room_members", room)
+
+    async def next_generation(self, sid: str) -> int:
+        return await self._call("next_generation", sid)
+
+    async def generation(self, sid: str) -> int:
+        return await self._call("generation", sid)
+
+
+def open_store(redis_url: str | None, prefix: str = "parley") -> FallbackStore:
+    if not redis_url:
+        return FallbackStore(None)
+    client = aioredis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    return FallbackStore(RedisStore(client, prefix))

@@ -1,0 +1,170 @@
+"""What every worker process shares: the bus, its micro-service identity, metrics, drain.
+
+A worker kind supplies a `Capabilities` value and an async `start(runtime)` that sets up its
+subscriptions; this module runs it until SIGTERM/SIGINT and then drains cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import prometheus_client
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.micro import add_service
+from nats.micro.service import EndpointConfig, Request, Service, ServiceConfig
+
+from shared import bus, metrics
+from shared.config import Settings
+from shared.process import wait_for_signal
+from shared.messages import Capabilities, decode, encode
+from shared.subjects import Subjects
+
+log = logging.getLogger("parley.worker")
+
+VERSION = "0.1.0"
+
+
+@dataclass
+class Runtime:
+    kind: str
+    settings: Settings
+    subjects: Subjects
+    nc: Client
+    js: JetStreamContext
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+async def _serve_caps(service: Service, subjects: Subjects, caps: Capabilities) -> None:
+    payload = encode(caps)
+
+    async def handler(request: Request) -> None:
+        await request.respond(payload)
+
+    await service.add_endpoint(
+        EndpointConfig(name="caps", subject=subjects.caps(caps.kind), handler=handler)
+    )
+
+
+def _start_metrics(port: int) -> str:
+    server, _ = prometheus_client.start_http_server(port, addr="127.0.0.1")
+    return f"http://127.0.0.1:{server.server_port}/metrics"
+
+
+async def run_worker(
+    kind: str,
+    settings: Settings,
+    caps: Capabilities,
+    start: Callable[[Runtime], Awaitable[None]],
+    extra_endpoints: Callable[[Service, Runtime], Awaitable[None]] | None = None,
+) -> None:
+    subjects = Subjects(settings.prefix)
+    metrics_url = _start_metrics(settings.metrics_port)
+    nc = await bus.connect(settings.nats_url, f"parley-{kind}")
+    js = nc.jetstream()
+    await bus.ensure_streams(js, subjects, settings.resume_window_s)
+    runtime = Runtime(kind, settings, subjects, nc, js)
+    service = await add_service(
+        nc,
+        ServiceConfig(
+            name=subjects.service_name(kind),
+            version=VERSION,
+            description=f"Parley {kind} worker ({settings.engines} engines)",
+            metadata={"metrics_url": metrics_url, "pid": str(os.getpid()), "engines": settings.engines},
+        ),
+    )
+    await _serve_caps(service, subjects, caps)
+    if extra_endpoints:
+        await extra_endpoints(service, runtime)
+    await start(runtime)
+    log.info("%s worker ready (engines=%s, metrics %s)", kind, settings.engines, metrics_url)
+    await wait_for_signal()
+    log.info("%s worker draining", kind)
+    runtime.stopping.set()
+    await service.stop()
+    for task in runtime.tasks:
+        task.cancel()
+    await asyncio.gather(*runtime.tasks, return_exceptions=True)
+    for close in runtime.closers:
+        await close()
+    await nc.drain()
+
+
+
+WorkHandler = Callable[[object, Msg], Awaitable[None]]
+
+
+async def consume_work(runtime: Runtime, work_kind: str, handle: WorkHandler, concurrency: int) -> None:
+    """Pull work from the JetStream work queue; ack after success, let failures redeliver.
+
+    One durable consumer per service: every instance of a kind shares it, so adding an
+    instance adds capacity without any coordination.
+    """
+    subject = runtime.subjects.work(work_kind)
+    sub = await runtime.js.pull_subscribe(
+        subject,
+        durable=work_kind,
+        stream=runtime.subjects.work_stream,
+        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_deliver=5),
+    )
+    inflight: set[asyncio.Task] = set()
+    while not runtime.stopping.is_set():
+        free = concurrency - len(inflight)
+        if free <= 0:
+            await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            continue
+        try:
+            msgs = await sub.fetch(batch=free, timeout=1.0)
+        except (asyncio.TimeoutError, TimeoutError):
+            continue
+        except Exception as exc:  # reconnecting, consumer being recreated: try again shortly
+            log.debug("fetch failed: %s", exc)
+            await asyncio.sleep(0.2)
+            continue
+        for msg in msgs:
+            task = asyncio.create_task(_handle_msg(runtime, work_kind, handle, msg))
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+    await asyncio.gather(*inflight, return_exceptions=True)
+
+
+async def _handle_msg(runtime: Runtime, work_kind: str, handle: WorkHandler, msg: Msg) -> None:
+    try:
+        work = decode(msg.data)
+    except ValueError as exc:
+        log.error("dropping malformed %s work: %s", work_kind, exc)
+        await msg.term()
+        return
+    if bus.deadline_passed(msg.headers):
+        metrics.WORK_EXPIRED.labels(work_kind).inc()
+        await msg.term()
+        await _warn_expired(runtime, work_kind, work)
+        return
+    try:
+        await handle(work, msg)
+        await msg.ack()
+    except Exception:
+        log.exception("%s work failed; it will be redelivered", work_kind)
+        metrics.WORK_FAILED.labels(work_kind).inc()
+        await msg.nak(delay=0.5)
+
+
+async def _warn_expired(runtime: Runtime, work_kind: str, work: object) -> None:
+    recipients = getattr(work, "recipients", None) or [
+        listener.sid for listener in getattr(work, "listeners", ())
+    ]
+    event = {
+        "type": "warning",
+        "code": "deadline_exceeded",
+        "message": f"{work_kind} for utterance {getattr(work, 'utterance_id', '?')} came too late and was dropped",
+    }
+    for sid in recipients:
+        await bus.publish_event(runtime.js, runtime.subjects, sid, event)
