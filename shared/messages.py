@@ -182,6 +182,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _tuples(value: Any) -> Any:
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+
+
 def _listeners(raw: list) -> tuple[Listener, ...]:
     return tuple(Listener(**item) for item in raw)
 
@@ -210,12 +214,14 @@ def decode(payload: bytes) -> Any:
     if body.pop("v", None) != SCHEMA_VERSION:
         raise DecodeError("unsupported schema version")
     try:
-        for (owner, name), kind in _NESTED.items():
-            if owner is cls and name in body:
-                body[name] = _route(body[name]) if kind == "route" else _listeners(body[name])
-        if cls is Capabilities:
-            body["languages"] = tuple(body.get("languages", ()))
-            body["pairs"] = tuple(tuple(p) for p in body.get("pairs", ()))
+        for name, value in body.items():
+            kind = _NESTED.get((cls, name))
+            if kind == "route":
+                body[name] = _route(value)
+            elif kind == "listeners":
+                body[name] = _listeners(value)
+            elif isinstance(value, list):  # msgpack has no tuples; ours are immutable
+                body[name] = _tuples(value)
         return cls(**body)
-    except (TypeError, KeyError) as exc:
+    except (TypeError, KeyError, AttributeError) as exc:
         raise DecodeError(f"bad {cls.TAG} message: {exc}") from None
