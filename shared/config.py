@@ -81,6 +81,7 @@ class Settings:
             "vad_rms": _env_float("PARLEY_VAD_RMS", cls.vad_rms),
             "vad_hangover_ms": int(_env_float("PARLEY_VAD_HANGOVER_MS", cls.vad_hangover_ms)),
             "resume_window_s": _env_float("PARLEY_RESUME_WINDOW_S", cls.resume_window_s),
+            "start_timeout_s": _env_float("PARLEY_START_TIMEOUT_S", cls.start_timeout_s),
             "metrics_port": int(_env_float("PARLEY_METRICS_PORT", cls.metrics_port)),
             "work_deadline_s": _env_float("PARLEY_WORK_DEADLINE_S", cls.work_deadline_s),
             "log_level": _env("PARLEY_LOG_LEVEL", cls.log_level),

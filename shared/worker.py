@@ -29,6 +29,7 @@ from shared.subjects import Subjects
 log = logging.getLogger("parley.worker")
 
 VERSION = "0.1.0"
+DRAIN_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -90,7 +91,9 @@ async def run_worker(
     log.info("%s worker draining", kind)
     runtime.stopping.set()
     await service.stop()
-    for task in runtime.tasks:
+    # Consumers see `stopping`, finish their in-flight work and leave; stragglers are cut.
+    done, pending = await asyncio.wait(runtime.tasks, timeout=DRAIN_TIMEOUT_S) if runtime.tasks else ((), ())
+    for task in pending:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
     for close in runtime.closers:
@@ -116,6 +119,14 @@ async def consume_work(runtime: Runtime, work_kind: str, handle: WorkHandler, co
         config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_deliver=5),
     )
     inflight: set[asyncio.Task] = set()
+    try:
+        await _pull_loop(runtime, work_kind, handle, concurrency, sub, inflight)
+        await asyncio.gather(*inflight, return_exceptions=True)
+    finally:
+        await sub.unsubscribe()
+
+
+async def _pull_loop(runtime: Runtime, work_kind: str, handle: WorkHandler, concurrency: int, sub, inflight: set) -> None:
     while not runtime.stopping.is_set():
         free = concurrency - len(inflight)
         if free <= 0:
@@ -133,7 +144,6 @@ async def consume_work(runtime: Runtime, work_kind: str, handle: WorkHandler, co
             task = asyncio.create_task(_handle_msg(runtime, work_kind, handle, msg))
             inflight.add(task)
             task.add_done_callback(inflight.discard)
-    await asyncio.gather(*inflight, return_exceptions=True)
 
 
 async def _handle_msg(runtime: Runtime, work_kind: str, handle: WorkHandler, msg: Msg) -> None:

@@ -38,7 +38,7 @@ class EdgeContext:
         return Chunker(
             sample_rate,
             chunk_ms=s.chunk_ms,
-            threshold=s.vad_rms,
+            threshold_rms=s.vad_rms,
             hangover_ms=s.vad_hangover_ms,
             preroll_ms=s.vad_preroll_ms,
         )

@@ -226,7 +226,7 @@ class Session:
                 if isinstance(frame, bytes):
                     command = wire.parse_binary(frame, self.record.input_sample_rate, self.ctx.limits)
                 else:
-                    command = wire.parse_text(frame, self.ctx.limits)
+                    command = wire.parse_text(frame, self.ctx.limits, sample_rate=self.record.input_sample_rate)
             except wire.ProtocolError as exc:
                 await self.send_error(exc.code, exc.message)
                 continue
@@ -238,7 +238,7 @@ class Session:
         """Handle one client command; True when the session is over."""
         match command:
             case wire.AudioAppend(pcm=pcm):
-                await self._audio(self.chunker.push(pcm))
+                await self._audio(self.chunker.feed(pcm))
             case wire.AudioCommit():
                 await self._audio(self.chunker.commit())
             case wire.Ping(id=ping_id):

@@ -9,7 +9,7 @@ import pytest
 from tests.speech import synthesize_speech
 from tests.support.system import ParleySystem
 
-SENTENCE = "hello my name is john and i live in london"
+SENTENCE = "i would like a cup of coffee please"
 
 
 @pytest.fixture(scope="session")

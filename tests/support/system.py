@@ -77,8 +77,20 @@ class ParleySystem:
         process.send_signal(sig)
         return process.wait(20)
 
-    def stop_all(self) -> dict[str, int]:
-        return {name: self.stop(name) for name in list(self.processes)}
+    def stop_all(self, timeout_s: float = 20.0) -> dict[str, int]:
+        """SIGTERM everything at once; whatever has not exited in time is killed (-9)."""
+        processes, self.processes = self.processes, {}
+        for process in processes.values():
+            process.terminate()
+        deadline = time.monotonic() + timeout_s
+        codes = {}
+        for name, process in processes.items():
+            try:
+                codes[name] = process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes[name] = process.wait()
+        return codes
 
     def start_all(self) -> None:
         for kind in WORKER_KINDS:
