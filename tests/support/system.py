@@ -52,13 +52,14 @@ class ParleySystem:
     def ws_url(self, edge: str = "edge") -> str:
         return f"ws://127.0.0.1:{self.edge_ports[edge]}/v1/stream"
 
-    def wait_ready(self, edge: str = "edge", timeout_s: float = 60.0) -> None:
+    def wait_ready(self, edge: str = "edge", timeout_s: float = 60.0, path: str = "/readyz") -> None:
+        """Until the edge answers 200 on `path` (/readyz: every worker kind answers too)."""
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                with urllib.request.urlopen(self.url(edge) + "/readyz", timeout=2) as reply:
+                with urllib.request.urlopen(self.url(edge) + path, timeout=2) as reply:
                     if reply.status == 200:
                         return
             except Exception as exc:

@@ -1,0 +1,102 @@
+"""Workers as NATS micro services, readiness, and work shared between instances."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+
+import nats
+
+from shared.audio import tone
+from shared.subjects import WORKER_KINDS
+from tests.integration.test_edge_protocol import http_get
+from tests.support.client import ProtocolClient
+from tests.support.system import ParleySystem
+
+
+async def collect(nc, subject: str, wait_s: float = 1.0) -> list[dict]:
+    """Every answer to a $SRV request (many instances answer one request)."""
+    inbox = nc.new_inbox()
+    answers: list[dict] = []
+
+    async def on_answer(msg) -> None:
+        answers.append(json.loads(msg.data))
+
+    sub = await nc.subscribe(inbox, cb=on_answer)
+    await nc.publish(subject, b"", reply=inbox)
+    await asyncio.sleep(wait_s)
+    await sub.unsubscribe()
+    return answers
+
+
+async def test_every_worker_answers_srv_ping_info_stats(bench_parley):
+    nc = await nats.connect(bench_parley.nats_url)
+    try:
+        pings = await collect(nc, "$SRV.PING")
+        names = {p["name"] for p in pings}
+        assert {f"benchsys-{kind}" for kind in WORKER_KINDS} <= names
+        for kind in WORKER_KINDS:
+            [info] = await collect(nc, f"$SRV.INFO.benchsys-{kind}")
+            endpoints = {e["name"] for e in info["endpoints"]}
+            assert "caps" in endpoints and (kind != "stt" or "claim" in endpoints)
+            metrics_url = info["metadata"]["metrics_url"]
+            with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+                assert b"parley_work_done_total" in reply.read()
+            assert int(info["metadata"]["pid"]) == bench_parley.processes[kind].pid
+            [stats] = await collect(nc, f"$SRV.STATS.benchsys-{kind}")
+            assert {e["name"] for e in stats["endpoints"]} == endpoints
+            caps = next(e for e in stats["endpoints"] if e["name"] == "caps")
+            assert caps["num_requests"] >= 1  # the edge asked at least once (readyz)
+    finally:
+        await nc.close()
+
+
+async def test_edge_without_workers_is_not_ready_and_refuses_sessions(nats_server, tmp_path):
+    lonely = ParleySystem(nats_server.url, None, "bench", tmp_path, env={"PARLEY_PREFIX": "lonely"})
+    lonely.start_edge()
+    try:
+        lonely.wait_ready(path="/healthz")
+        status, body, _ = http_get(lonely.url() + "/readyz")
+        assert status == 503 and b"stt" in body
+        client = await ProtocolClient.connect(lonely.ws_url())
+        reply = await client.start(language="en", target_language="es")
+        assert reply["code"] == "provider_unavailable" and "no stt worker" in reply["message"]
+    finally:
+        assert lonely.stop_all() == {"edge": 0}
+
+
+async def test_second_instances_share_the_work(nats_server, tmp_path):
+    system = ParleySystem(nats_server.url, None, "bench", tmp_path, env={"PARLEY_PREFIX": "scaled"})
+    system.start_all()
+    for kind in ("stt", "translate", "tts"):
+        system.start_worker(kind, f"{kind}-2")
+    try:
+        await asyncio.sleep(1.0)
+        clients = [await ProtocolClient.connect(system.ws_url()) for _ in range(8)]
+        for client in clients:
+            assert (await client.start(language="en", target_language="es"))["type"] == "session.started"
+        pcm = tone(220, 1.0, 16000) + b"\x00\x00" * 16000
+        for _ in range(3):
+            await asyncio.gather(*(c.stream(pcm, realtime=False) for c in clients))
+        for client in clients:
+            await client.wait_for(lambda e: e.get("type") == "audio.done" and e["utterance_id"].endswith("-3"))
+            await client.close()
+        nc = await nats.connect(nats_server.url)
+        for kind in ("stt", "translate", "tts"):
+            infos = await collect(nc, f"$SRV.INFO.scaled-{kind}")
+            assert len(infos) == 2
+            done = [_counter(info["metadata"]["metrics_url"], kind) for info in infos]
+            assert all(count > 0 for count in done), f"{kind} work not shared: {done}"
+        await nc.close()
+    finally:
+        codes = system.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+
+
+def _counter(metrics_url: str, kind: str) -> float:
+    with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith(f'parley_work_done_total{{kind="{kind}"}}'):
+                return float(line.split()[-1])
+    return 0.0
