@@ -78,11 +78,13 @@ class SttClaimed:
 
 @dataclass(frozen=True, slots=True)
 class SttLease:
-    """STT owner → edge, on ``parley.stt.lease.<sid>``: still alive, still owning."""
+    """STT owner → edge, on ``parley.stt.lease.<sid>``: still alive, still owning, and done
+    with every utterance up to `finished` (the edge may forget that audio)."""
 
     TAG: ClassVar[str] = "stt.lease"
     sid: str
     worker_id: str
+    finished: str = ""
 
 
 @dataclass(frozen=True, slots=True)

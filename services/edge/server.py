@@ -26,7 +26,8 @@ log = logging.getLogger("parley.edge")
 
 WEB_ROOT = Path(__file__).parent / "web"
 STREAM_PATH = "/v1/stream"
-MAX_WS_FRAME_BYTES = 1 << 20  # beyond our own limits, so oversized frames get a polite error
+MAX_WS_FRAME_BYTES = 1 << 20
+DRAIN_TIMEOUT_S = 10.0  # beyond our own limits, so oversized frames get a polite error
 
 
 def _response(status: HTTPStatus, body: bytes, content_type: str) -> Response:
@@ -95,10 +96,12 @@ async def main(settings: Settings) -> None:
                  settings.host, port, settings.host, port, STREAM_PATH)
         await wait_for_signal()
         log.info("edge draining: closing %d sessions", len(ctx.live))
-        server.close(close_connections=False)
-        for session in list(ctx.live.values()):
-            await session.ws.close(4503, "edge draining; resume elsewhere")
-        await asyncio.wait_for(server.wait_closed(), 10)
+        await asyncio.gather(*(s.ws.close(4503, "edge draining; resume elsewhere") for s in list(ctx.live.values())))
+        server.close()
+        try:
+            await asyncio.wait_for(server.wait_closed(), DRAIN_TIMEOUT_S)
+        except (asyncio.TimeoutError, TimeoutError):
+            log.warning("connections still open after %.0f s; exiting anyway", DRAIN_TIMEOUT_S)
     await nc.drain()
 
 

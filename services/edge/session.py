@@ -165,7 +165,7 @@ class Session:
         if record.room:
             await self.ctx.store.join_room(record.room, self._listener())
             self.subs.append(await self.ctx.nc.subscribe(self.ctx.subjects.room(record.room), cb=self._on_room))
-        self.stt = SttLink(self.ctx, record, await self._route(), self._in_progress)
+        self.stt = SttLink(self.ctx, record, await self._route())
         await self.stt.start(claim_now=not resumed)
         if record.room:
             await self.ctx.nc.publish(self.ctx.subjects.room(record.room), b"changed")
@@ -263,9 +263,6 @@ class Session:
                     await self.publish({"type": "speech.stopped", "utterance_id": self._utterance_id(n)})
                 case Chunk():
                     await self.stt.send(self._bus_chunk(action))
-
-    def _in_progress(self) -> list[AudioChunk]:
-        return [self._bus_chunk(c) for c in self.chunker.in_progress_chunks()]
 
     def _bus_chunk(self, c: Chunk) -> AudioChunk:
         rate = self.record.input_sample_rate

@@ -1,8 +1,8 @@
 """The edge's link to the STT worker that owns a session: claim, lease watch, replay.
 
-When the owner's lease lapses (it died, or NATS lost it), the edge claims the session
-again — some other worker answers — and replays the audio of the utterance in progress,
-which the edge has kept, so no speech is lost.
+The edge keeps every chunk it sent until the owner's lease says that utterance is
+finished. When the lease lapses (the owner died, or NATS lost it), the edge claims the
+session again — some other worker answers — and replays what it kept, so no speech is lost.
 """
 
 from __future__ import annotations
@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections import deque
 
 from services.edge.context import EdgeContext
-from shared.messages import AudioChunk, Route, RouteUpdate, SttClaim, SttClaimed, decode, encode
+from shared.messages import AudioChunk, Route, RouteUpdate, SttClaim, SttClaimed, SttLease, decode, encode
 from shared.state import SessionRecord
 
 log = logging.getLogger("parley.edge.stt")
 
 CLAIM_TIMEOUT_S = 2.0
+MAX_KEPT_CHUNKS = 240  # 2 min at 500 ms chunks: a long outage cannot grow memory for ever
 
 
 class SttLink:
@@ -27,13 +28,12 @@ class SttLink:
         ctx: EdgeContext,
         record: SessionRecord,
         route: Route,
-        in_progress: Callable[[], list[AudioChunk]],
         clock=time.monotonic,
     ) -> None:
         self.ctx = ctx
         self.record = record
         self.route = route
-        self.in_progress = in_progress
+        self.unconfirmed: deque[AudioChunk] = deque(maxlen=MAX_KEPT_CHUNKS)
         self.clock = clock
         self.last_lease = clock()
         self.owner: str | None = None
@@ -56,6 +56,18 @@ class SttLink:
 
     async def _on_lease(self, msg) -> None:
         self.last_lease = self.clock()
+        try:
+            lease = decode(msg.data)
+        except ValueError:
+            return
+        if isinstance(lease, SttLease) and lease.finished:
+            self.forget_through(lease.finished)
+
+    def forget_through(self, utterance_id: str) -> None:
+        """Drop the kept audio up to the last chunk of `utterance_id`."""
+        positions = [i for i, c in enumerate(self.unconfirmed) if c.utterance_id == utterance_id]
+        for _ in range(positions[-1] + 1 if positions else 0):
+            self.unconfirmed.popleft()
 
     async def claim(self) -> bool:
         claim = SttClaim(self.record.sid, self.record.language, self.record.input_sample_rate, self.route)
@@ -69,8 +81,8 @@ class SttLink:
             return False
         self.owner = claimed.worker_id
         self.last_lease = self.clock()
-        for chunk in self.in_progress():
-            await self.send(chunk)
+        for chunk in list(self.unconfirmed):
+            await self._publish(chunk)
         return True
 
     async def _watch(self) -> None:
@@ -82,6 +94,10 @@ class SttLink:
                 await self.claim()
 
     async def send(self, chunk: AudioChunk) -> None:
+        self.unconfirmed.append(chunk)
+        await self._publish(chunk)
+
+    async def _publish(self, chunk: AudioChunk) -> None:
         await self.ctx.nc.publish(self.ctx.subjects.audio(self.record.sid), encode(chunk))
 
     async def update_route(self, route: Route) -> None:

@@ -42,7 +42,7 @@ MAX_QUEUED_CHUNKS = 64  # ~32 s of audio at 500 ms chunks: a stalled engine cann
 class OwnedSession:
     """One claimed session: its recogniser, its route, and the ordered chunk queue."""
 
-    def __init__(self, runtime: Runtime, engine: SttEngine, claim: SttClaim, worker_id: str):
+    def __init__(self, runtime: Runtime, engine: SttEngine, claim: SttClaim, worker_id: str, release):
         self.runtime = runtime
         self.engine = engine
         self.sid = claim.sid
@@ -53,8 +53,10 @@ class OwnedSession:
         self.queue: asyncio.Queue[AudioChunk] = asyncio.Queue(MAX_QUEUED_CHUNKS)
         self.subs: list = []
         self.tasks: list[asyncio.Task] = []
-        self.current_utterance: str | None = None
-        self.last_chunk: tuple[str, int] | None = None  # dedupe replays after failover
+        self.heard: dict[str, int] = {}  # utterance → highest chunk index: replays are skipped
+        self.finished = ""
+        self.release = release  # async (sid) -> None: drop this session from the worker
+        self.last_heard = time.monotonic()
 
     async def start(self) -> None:
         subjects = self.runtime.subjects
@@ -78,7 +80,11 @@ class OwnedSession:
             log.warning("malformed audio chunk for %s: %s", self.sid, exc)
             return
         if isinstance(chunk, AudioChunk):
-            self.queue.put_nowait(chunk)
+            self.last_heard = time.monotonic()
+            try:
+                self.queue.put_nowait(chunk)
+            except asyncio.QueueFull:
+                log.warning("stt for %s is behind; dropping a chunk", self.sid)
 
     async def _on_ctl(self, msg) -> None:
         try:
@@ -89,14 +95,21 @@ class OwnedSession:
             case RouteUpdate(route=route):
                 self.route = route
             case SessionEnd():
-                await owned_sessions.release(self.sid)
+                await self.release(self.sid)
+
+    async def _publish_lease(self) -> None:
+        lease = SttLease(self.sid, self.worker_id, self.finished)
+        await self.runtime.nc.publish(self.runtime.subjects.stt_lease(self.sid), encode(lease))
 
     async def _renew_lease(self) -> None:
-        lease = encode(SttLease(self.sid, self.worker_id))
-        subject = self.runtime.subjects.stt_lease(self.sid)
-        while True:
-            await self.runtime.nc.publish(subject, lease)
+        idle_limit_s = self.runtime.settings.resume_window_s
+        while time.monotonic() - self.last_heard < idle_limit_s:
+            await self._publish_lease()
             await asyncio.sleep(self.runtime.settings.stt_lease_s / 3)
+        # Silent for a whole resume window: the edge may be gone. If it is not, it sees the
+        # lease lapse and claims again, so letting go is always safe.
+        log.info("releasing idle session %s", self.sid)
+        asyncio.create_task(self.release(self.sid))
 
     async def _recognise(self) -> None:
         while True:
@@ -107,11 +120,11 @@ class OwnedSession:
                 log.exception("recognition failed for %s", chunk.utterance_id)
 
     async def _process(self, chunk: AudioChunk) -> None:
-        key = (chunk.utterance_id, chunk.index)
-        if self.last_chunk is not None and key <= self.last_chunk:
+        if chunk.index <= self.heard.get(chunk.utterance_id, -1):
             return  # a replay of audio this owner already heard
-        self.last_chunk = key
-        self.current_utterance = chunk.utterance_id
+        self.heard[chunk.utterance_id] = chunk.index
+        while len(self.heard) > 16:  # only recent utterances can be replayed
+            self.heard.pop(next(iter(self.heard)))
         started = time.perf_counter()
         pcm = resample(chunk.pcm, chunk.sample_rate, self.engine.sample_rate)
         partial = await self.recogniser.feed(pcm)
@@ -121,6 +134,8 @@ class OwnedSession:
             text = (await self.recogniser.finish()).strip()
             metrics.STAGE_SECONDS.labels("stt_finalize").observe(time.perf_counter() - started)
             await self._finalize(chunk, text)
+            self.finished = chunk.utterance_id
+            await self._publish_lease()  # lets the edge forget this utterance's audio now
 
     async def _captions(self, event: dict, chunk: AudioChunk, msg_id: str | None) -> None:
         event = {**event, "utterance_id": chunk.utterance_id, "speaker": self.sid}
@@ -149,8 +164,21 @@ class OwnedSession:
 
 
 class OwnedSessions:
-    def __init__(self) -> None:
+    """The sessions this worker owns; claiming one it already owns just refreshes its route."""
+
+    def __init__(self, engine: SttEngine, worker_id: str) -> None:
+        self.engine = engine
+        self.worker_id = worker_id
         self.by_sid: dict[str, OwnedSession] = {}
+
+    async def claim(self, runtime: Runtime, claim: SttClaim) -> SttClaimed:
+        session = self.by_sid.get(claim.sid)
+        if session is None:
+            session = OwnedSession(runtime, self.engine, claim, self.worker_id, self.release)
+            await session.start()
+            self.by_sid[claim.sid] = session
+        session.route = claim.route
+        return SttClaimed(claim.sid, self.worker_id, runtime.settings.stt_lease_s)
 
     async def release(self, sid: str) -> None:
         session = self.by_sid.pop(sid, None)
@@ -162,10 +190,7 @@ class OwnedSessions:
             await self.release(sid)
 
 
-owned_sessions = OwnedSessions()
-
-
-def _claim_endpoint(engine: SttEngine, worker_id: str):
+def _claim_endpoint(sessions: OwnedSessions):
     async def add(service: Service, runtime: Runtime) -> None:
         async def on_claim(request: Request) -> None:
             try:
@@ -175,19 +200,12 @@ def _claim_endpoint(engine: SttEngine, worker_id: str):
             except ValueError as exc:
                 await request.respond_error("400", str(exc))
                 return
-            if claim.sid not in owned_sessions.by_sid:
-                session = OwnedSession(runtime, engine, claim, worker_id)
-                await session.start()
-                owned_sessions.by_sid[claim.sid] = session
-            else:
-                owned_sessions.by_sid[claim.sid].route = claim.route
-            reply = SttClaimed(claim.sid, worker_id, runtime.settings.stt_lease_s)
-            await request.respond(encode(reply))
+            await request.respond(encode(await sessions.claim(runtime, claim)))
 
         await service.add_endpoint(
             EndpointConfig(name="claim", subject=runtime.subjects.stt_claim, handler=on_claim)
         )
-        runtime.closers.append(owned_sessions.close_all)
+        runtime.closers.append(sessions.close_all)
 
     return add
 
@@ -195,9 +213,9 @@ def _claim_endpoint(engine: SttEngine, worker_id: str):
 async def main(settings: Settings) -> None:
     engine = engines.build(settings.engines, settings.bench)
     caps = Capabilities(kind="stt", languages=tuple(sorted(engine.languages)))
-    worker_id = f"stt-{uuid.uuid4().hex[:8]}"
+    sessions = OwnedSessions(engine, f"stt-{uuid.uuid4().hex[:8]}")
 
     async def start(runtime: Runtime) -> None:
         return None
 
-    await run_worker("stt", settings, caps, start, _claim_endpoint(engine, worker_id))
+    await run_worker("stt", settings, caps, start, _claim_endpoint(sessions))

@@ -100,3 +100,27 @@ def _counter(metrics_url: str, kind: str) -> float:
             if line.startswith(f'parley_work_done_total{{kind="{kind}"}}'):
                 return float(line.split()[-1])
     return 0.0
+
+
+async def test_stt_owner_killed_mid_utterance_another_worker_takes_over(nats_server, tmp_path):
+    """The edge keeps the utterance in progress; when the owner's lease lapses it claims
+    again and replays, so the final transcript still arrives."""
+    system = ParleySystem(nats_server.url, None, "bench", tmp_path, env={"PARLEY_PREFIX": "failover"})
+    system.start_all()
+    try:
+        client = await ProtocolClient.connect(system.ws_url())
+        assert (await client.start(language="en", target_language="es"))["type"] == "session.started"
+        system.start_worker("stt", "stt-2")  # joins after the claim: the first worker owns the session
+        await asyncio.sleep(1.0)
+        pcm = tone(220, 2.0, 16000)
+        await client.stream(pcm[:32000])  # 1 s of speech reaches the owner
+        system.processes.pop("stt").kill()
+        await client.stream(pcm[32000:] + b"\x00\x00" * 16000)
+        final = await client.wait_type("transcript.final", timeout=20)
+        await client.wait_type("audio.done", timeout=10)
+        assert final["text"].startswith("utterance")
+        assert len(client.of_type("transcript.final")) == 1
+        await client.close()
+    finally:
+        codes = system.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
