@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from nats.aio.client import Client
 
+from shared.languages import supports_pair
 from shared.messages import Capabilities, decode
 from shared.subjects import WORKER_KINDS, Subjects
 
@@ -36,7 +37,7 @@ def admission_problems(
     if language not in caps.stt:
         problems.append(f"no speech recognition for {language!r}")
     if target_language != language:
-        if (language, target_language) not in caps.pairs:
+        if not supports_pair(caps.pairs, language, target_language):
             problems.append(f"no translation from {language!r} to {target_language!r}")
         if target_language not in caps.tts:
             problems.append(f"no speech synthesis for {target_language!r}")
@@ -48,7 +49,7 @@ def room_warnings(caps: SystemCapabilities, language: str, others: set[str]) -> 
     if language not in caps.stt:
         warnings.append(f"no speech recognition for {language!r}: you can listen, not speak")
     for other in sorted(others - {language}):
-        if (other, language) not in caps.pairs or language not in caps.tts:
+        if not supports_pair(caps.pairs, other, language) or language not in caps.tts:
             warnings.append(f"speech in {other!r} cannot be rendered into {language!r}")
     return warnings
 

@@ -24,3 +24,6 @@ class SttEngine(Protocol):
     languages: frozenset[str]
 
     def open(self, language: str) -> SttSession: ...
+
+    async def warm_up(self) -> None:
+        """Load what the first session would otherwise wait for."""

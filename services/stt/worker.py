@@ -212,6 +212,7 @@ def _claim_endpoint(sessions: OwnedSessions):
 
 async def main(settings: Settings) -> None:
     engine = engines.build(settings.engines, settings.bench)
+    await engine.warm_up()
     caps = Capabilities(kind="stt", languages=tuple(sorted(engine.languages)))
     sessions = OwnedSessions(engine, f"stt-{uuid.uuid4().hex[:8]}")
 

@@ -13,4 +13,7 @@ class Translator(Protocol):
 
     async def translate(self, text: str, source: str, target: str) -> str: ...
 
+    async def warm_up(self) -> None:
+        """Load what the first request would otherwise wait for."""
+
     async def close(self) -> None: ...

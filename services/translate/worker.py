@@ -113,6 +113,7 @@ class TranslateHandler:
 
 async def main(settings: Settings) -> None:
     translator = engines.build(settings.engines, settings.bench)
+    await translator.warm_up()
     caps = Capabilities(kind="translate", pairs=tuple(sorted(translator.pairs())))
 
     async def start(runtime: Runtime) -> None:

@@ -29,3 +29,8 @@ def test_room_listener_without_stt_is_admitted_with_warnings():
     assert admission_problems(CAPS, "es", None, "room") == []
     assert room_warnings(CAPS, "es", {"en"}) == ["no speech recognition for 'es': you can listen, not speak"]
     assert room_warnings(CAPS, "en", {"es"}) == ["speech in 'es' cannot be rendered into 'en'"]
+
+
+def test_wildcard_pair_supports_any_direction():
+    caps = SystemCapabilities(CAPS.stt, frozenset({("*", "*")}), frozenset({"ja"}), ())
+    assert admission_problems(caps, "en", "ja", None) == []

@@ -7,31 +7,8 @@ delay that stands in for a real engine's finalisation time.
 
 from __future__ import annotations
 
-import asyncio
-
 from shared.errors import ProviderError
-
-# Every language the benchmark engines accept: the primary tags of espeak-ng's voices plus
-# other common ones, so any session configuration of a benchmark run is served. The bench
-# translator and synthesizer use the same set.
-BENCH_LANGUAGES = frozenset(
-    """af am an ar as az ba be bg bn bpy bs ca ceb chr cmn co cs cv cy da de el en eo es et
-    eu fa fi fil fo fr fy ga gd gl gn grc gu ha hak haw hbs he hi hmn hr ht hu hy hyw ia id
-    ig io is it ja jbo jv ka kaa kk kl km kn ko kok ku ky la lb lfn lo lt ltg lv mg mi mk ml
-    mn mr ms mt mto my nb nci ne nl no nog ny om or pa pap piqd pl ps pt py qdb qu quc qya ro
-    ru rw sd sh shn si sjn sk sl sm smj sn so sq sr st su sv sw ta te tg th ti tk tl tn tr
-    tt ug uk ur uz vi xex xh yi yo yue zh zu""".split()
-)
-
-
-def primary_tag(language: str) -> str:
-    return language.split("-")[0].split("_")[0].lower()
-
-
-async def bench_delay(delay_ms: float) -> None:
-    if delay_ms > 0:  # no sleep(0): at zero delay the engine must not even yield
-        await asyncio.sleep(delay_ms / 1000)
-
+from shared.languages import BENCH_LANGUAGES, bench_delay, primary_tag
 
 class BenchSttSession:
     def __init__(self, delay_ms: float) -> None:
@@ -57,6 +34,9 @@ class BenchSttEngine:
 
     def __init__(self, delay_ms: float = 0.0) -> None:
         self.delay_ms = delay_ms
+
+    async def warm_up(self) -> None:
+        """Nothing to load."""
 
     def open(self, language: str) -> BenchSttSession:
         if primary_tag(language) not in self.languages:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from functools import lru_cache
 
-from services.stt.providers.bench import BENCH_LANGUAGES, bench_delay, primary_tag
+from shared.languages import BENCH_LANGUAGES, bench_delay, primary_tag
 from shared.audio import tone
 from shared.errors import ProviderError
 

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import espeakng_loader
 
+from shared.languages import primary_tag
 from shared.audio import resample
 from shared.errors import ProviderError
 
@@ -136,10 +137,6 @@ def _shared_library() -> _Library:
         if _library is None:
             _library = _Library()
         return _library
-
-
-def primary_tag(language: str) -> str:
-    return language.split("-")[0].split("_")[0].lower()
 
 
 def split_sentences(text: str) -> list[str]:
