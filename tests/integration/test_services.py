@@ -8,8 +8,10 @@ import urllib.request
 
 import nats
 
+from shared import bus
 from shared.audio import tone
-from shared.subjects import WORKER_KINDS
+from shared.messages import Listener, TranslateWork, encode
+from shared.subjects import WORKER_KINDS, Subjects
 from tests.integration.test_edge_protocol import http_get
 from tests.support.client import ProtocolClient
 from tests.support.system import ParleySystem
@@ -124,3 +126,21 @@ async def test_stt_owner_killed_mid_utterance_another_worker_takes_over(nats_ser
     finally:
         codes = system.stop_all()
     assert all(code == 0 for code in codes.values()), codes
+
+
+async def test_work_past_its_deadline_is_dropped_with_a_warning(bench_parley):
+    client = await ProtocolClient.connect(bench_parley.ws_url())
+    started = await client.start(language="en", target_language="es")
+    sid = started["session_id"]
+    nc = await nats.connect(bench_parley.nats_url)
+    try:
+        work = TranslateWork(sid, f"{sid}-9-1", "late", "en", "es", (Listener(sid, "es"),))
+        headers = bus.work_headers(None, -1.0, f"{sid}-late")  # the deadline passed a second ago
+        await nc.jetstream().publish(Subjects("benchsys").work("translate"), encode(work), headers=headers)
+        warning = await client.wait_type("warning", code="deadline_exceeded")
+        assert "too late" in warning["message"]
+        await asyncio.sleep(0.5)
+        assert not client.of_type("translation")
+    finally:
+        await nc.close()
+        await client.close()
