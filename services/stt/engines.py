@@ -27,8 +27,4 @@ ENGINES: dict[str, Callable[[BenchDelays], SttEngine]] = {"local": _local, "benc
 
 
 def build(engines: str, bench: BenchDelays) -> SttEngine:
-    try:
-        factory = ENGINES[engines]
-    except KeyError:
-        raise ValueError(f"unknown engine set {engines!r}; one of {sorted(ENGINES)}") from None
-    return factory(bench)
+    return ENGINES[engines](bench)  # Settings has already checked the name
