@@ -56,3 +56,20 @@ class ProviderError(ParleyError, code="provider_unavailable"):
 
 class ProviderTimeout(ProviderError, retryable=True):
     """A provider did not answer in time; another attempt may succeed."""
+
+
+class ProviderUnavailable(ProviderError, retryable=True):
+    """Connection refused or reset, 5xx: the vendor is down or overloaded for now."""
+
+
+class ProviderAuthError(ProviderError):
+    """Bad or revoked key (401/403, AssemblyAI close 1008): retrying cannot help; the
+    fallback chain moves on and the breaker opens."""
+
+
+class ProviderQuotaError(ProviderError):
+    """Rate limit or exhausted quota (429): the chain moves on rather than waiting."""
+
+
+class ProviderBadResponse(ProviderError):
+    """The vendor answered with something that is not its documented shape."""
