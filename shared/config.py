@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from shared.provider_config import ProviderSettings
+
 ENGINE_SETS = ("local", "bench")
 
 
@@ -42,6 +44,7 @@ class Settings:
     prefix: str = "parley"
     engines: str = "local"
     bench: BenchDelays = field(default_factory=BenchDelays)
+    providers: ProviderSettings = field(default_factory=ProviderSettings)
     # edge
     host: str = "127.0.0.1"
     port: int = 8080
@@ -77,6 +80,7 @@ class Settings:
             "prefix": _env("PARLEY_PREFIX", cls.prefix),
             "engines": _env("PARLEY_ENGINES", cls.engines),
             "bench": BenchDelays.from_env(),
+            "providers": ProviderSettings.load(),
             "chunk_ms": int(_env_float("PARLEY_CHUNK_MS", cls.chunk_ms)),
             "vad_rms": _env_float("PARLEY_VAD_RMS", cls.vad_rms),
             "vad_hangover_ms": int(_env_float("PARLEY_VAD_HANGOVER_MS", cls.vad_hangover_ms)),

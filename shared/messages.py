@@ -64,6 +64,7 @@ class SttClaim:
     language: str
     sample_rate: int
     route: Route
+    principal: str = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +117,7 @@ class TranslateWork:
     source_language: str
     target_language: str
     listeners: tuple[Listener, ...]
+    principal: str = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,8 @@ class TtsWork:
     sample_rate: int
     voice: str | None
     recipients: tuple[str, ...]
+    speaker: str = ""  # whose utterance this is: usage and cost are theirs
+    principal: str = "anonymous"
 
 
 @dataclass(frozen=True, slots=True)

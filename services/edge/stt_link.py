@@ -70,7 +70,8 @@ class SttLink:
             self.unconfirmed.popleft()
 
     async def claim(self) -> bool:
-        claim = SttClaim(self.record.sid, self.record.language, self.record.input_sample_rate, self.route)
+        r = self.record
+        claim = SttClaim(r.sid, r.language, r.input_sample_rate, self.route, r.principal)
         try:
             reply = await self.ctx.nc.request(self.ctx.subjects.stt_claim, encode(claim), timeout=CLAIM_TIMEOUT_S)
             claimed = decode(reply.data)

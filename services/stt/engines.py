@@ -1,30 +1,44 @@
-"""Which STT engine each engine set ("local", "bench") uses: an explicit registry.
+"""The recogniser a worker uses: the benchmark engine, or the configured fallback chain
+(default: AssemblyAI streaming → OpenAI transcription → pocketsphinx, keyed vendors only).
 
-Factories import their engine lazily, so a benchmark worker never loads pocketsphinx.
+Engine modules are imported only when chosen, so a benchmark worker loads none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from services.stt.provider import SttEngine
-from shared.config import BenchDelays
+from shared.config import Settings
+from shared.http_clients import HttpClients
+from shared.provider_config import LOCAL
 
 
-def _local(bench: BenchDelays) -> SttEngine:
-    from services.stt.providers.pocketsphinx import PocketsphinxEngine
+def _member(entry: str, settings: Settings, http: HttpClients) -> SttEngine:
+    p = settings.providers
+    if entry == LOCAL:
+        from services.stt.providers.pocketsphinx import PocketsphinxEngine
 
-    return PocketsphinxEngine()
+        return PocketsphinxEngine()
+    if entry == "assemblyai":
+        from services.stt.providers.assemblyai import AssemblyAIEngine
+
+        return AssemblyAIEngine(p.assemblyai_api_key, p.assemblyai_base_url, p.assemblyai_speech_model,
+                                timeout_s=p.timeout_s, name=entry)
+    from services.stt.providers.openai_transcribe import OpenAITranscriber
+
+    model = entry.split(":", 1)[1] if ":" in entry else "gpt-4o-mini-transcribe"
+    return OpenAITranscriber(p.openai_api_key, p.openai_base_url, model, http=http.get("openai"),
+                             timeout_s=p.timeout_s, name=entry)
 
 
-def _bench(bench: BenchDelays) -> SttEngine:
-    from services.stt.providers.bench import BenchSttEngine
+def build(settings: Settings, http: HttpClients) -> SttEngine:
+    if settings.engines == "bench":
+        from services.stt.providers.bench import BenchSttEngine
 
-    return BenchSttEngine(delay_ms=bench.stt_ms)
+        return BenchSttEngine(delay_ms=settings.bench.stt_ms)
+    members = [_member(entry, settings, http) for entry in settings.providers.chain("stt")]
+    if len(members) == 1:
+        return members[0]
+    from shared.fallback import FallbackSttEngine
+    from shared.retry import RetryPolicy
 
-
-ENGINES: dict[str, Callable[[BenchDelays], SttEngine]] = {"local": _local, "bench": _bench}
-
-
-def build(engines: str, bench: BenchDelays) -> SttEngine:
-    return ENGINES[engines](bench)  # Settings has already checked the name
+    return FallbackSttEngine(members, retry=RetryPolicy(timeout_s=settings.providers.timeout_s))

@@ -8,7 +8,7 @@ from shared.messages import Listener, Route, TranslateWork
 
 
 def translate_work(
-    route: Route, speaker: str, utterance_id: str, text: str, language: str
+    route: Route, speaker: str, utterance_id: str, text: str, language: str, principal: str = "anonymous"
 ) -> list[TranslateWork]:
     """One unit of translation work per target language that some listener needs.
 
@@ -27,6 +27,7 @@ def translate_work(
             source_language=language,
             target_language=target,
             listeners=tuple(listeners),
+            principal=principal,
         )
         for target, listeners in sorted(by_language.items())
     ]

@@ -20,6 +20,11 @@ from services.stt.routing import translate_work
 from shared import bus, metrics
 from shared.audio import resample
 from shared.config import Settings
+from shared.cost import CostLedger, PriceTable
+from shared.fallback import served_by
+from shared.reporting import Reporter
+from shared.usage import Usage, metering
+from shared.http_clients import HttpClients
 from shared.messages import (
     AudioChunk,
     Capabilities,
@@ -42,11 +47,13 @@ MAX_QUEUED_CHUNKS = 64  # ~32 s of audio at 500 ms chunks: a stalled engine cann
 class OwnedSession:
     """One claimed session: its recogniser, its route, and the ordered chunk queue."""
 
-    def __init__(self, runtime: Runtime, engine: SttEngine, claim: SttClaim, worker_id: str, release):
+    def __init__(self, runtime: Runtime, engine: SttEngine, claim: SttClaim, worker_id: str, release,
+                 reporter: Reporter):
         self.runtime = runtime
         self.engine = engine
         self.sid = claim.sid
         self.language = claim.language
+        self.principal = claim.principal
         self.route = claim.route
         self.worker_id = worker_id
         self.recogniser: SttSession = engine.open(claim.language)
@@ -57,6 +64,8 @@ class OwnedSession:
         self.finished = ""
         self.release = release  # async (sid) -> None: drop this session from the worker
         self.last_heard = time.monotonic()
+        self.reporter = reporter
+        self.usage: list[Usage] = []  # of the utterance in progress, reported with its final
 
     async def start(self) -> None:
         subjects = self.runtime.subjects
@@ -71,7 +80,10 @@ class OwnedSession:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        await self.recogniser.close()
+        with metering() as meter:  # a streaming vendor bills the open session: known at close
+            await self.recogniser.close()
+        last = next(reversed(self.heard), f"{self.sid}-closed")
+        await self.reporter.usage(self.sid, self.principal, last, self.usage + meter.records, "stt:close")
 
     async def _on_audio(self, msg) -> None:
         try:
@@ -127,13 +139,20 @@ class OwnedSession:
             self.heard.pop(next(iter(self.heard)))
         started = time.perf_counter()
         pcm = resample(chunk.pcm, chunk.sample_rate, self.engine.sample_rate)
-        partial = await self.recogniser.feed(pcm)
+        with metering() as meter:
+            partial = await self.recogniser.feed(pcm)
+            if chunk.last:
+                text = (await self.recogniser.finish()).strip()
+            served = served_by()
+        self.usage += meter.records
+        await self.reporter.served(served, [self.sid], chunk.utterance_id)
         if partial and not chunk.last:
             await self._captions({"type": "transcript.partial", "text": partial}, chunk, None)
         if chunk.last:
-            text = (await self.recogniser.finish()).strip()
             metrics.STAGE_SECONDS.labels("stt_finalize").observe(time.perf_counter() - started)
             await self._finalize(chunk, text)
+            usage, self.usage = self.usage, []
+            await self.reporter.usage(self.sid, self.principal, chunk.utterance_id, usage, "stt")
             self.finished = chunk.utterance_id
             await self._publish_lease()  # lets the edge forget this utterance's audio now
 
@@ -151,7 +170,7 @@ class OwnedSession:
         final = {"type": "transcript.final", "language": self.language, "text": text}
         await self._captions(final, chunk, f"{chunk.utterance_id}:final")
         trace = bus.new_traceparent()
-        for work in translate_work(self.route, self.sid, chunk.utterance_id, text, self.language):
+        for work in translate_work(self.route, self.sid, chunk.utterance_id, text, self.language, self.principal):
             headers = bus.work_headers(
                 trace,
                 self.runtime.settings.work_deadline_s,
@@ -170,11 +189,12 @@ class OwnedSessions:
         self.engine = engine
         self.worker_id = worker_id
         self.by_sid: dict[str, OwnedSession] = {}
+        self.reporter: Reporter | None = None  # set once the worker is connected
 
     async def claim(self, runtime: Runtime, claim: SttClaim) -> SttClaimed:
         session = self.by_sid.get(claim.sid)
         if session is None:
-            session = OwnedSession(runtime, self.engine, claim, self.worker_id, self.release)
+            session = OwnedSession(runtime, self.engine, claim, self.worker_id, self.release, self.reporter)
             await session.start()
             self.by_sid[claim.sid] = session
         session.route = claim.route
@@ -184,13 +204,14 @@ class OwnedSessions:
         session = self.by_sid.pop(sid, None)
         if session:
             await session.close()
+            self.reporter.forget(sid)
 
     async def close_all(self) -> None:
         for sid in list(self.by_sid):
             await self.release(sid)
 
 
-def _claim_endpoint(sessions: OwnedSessions):
+def _claim_endpoint(sessions: OwnedSessions, prices: PriceTable):
     async def add(service: Service, runtime: Runtime) -> None:
         async def on_claim(request: Request) -> None:
             try:
@@ -202,16 +223,19 @@ def _claim_endpoint(sessions: OwnedSessions):
                 return
             await request.respond(encode(await sessions.claim(runtime, claim)))
 
+        ledger = CostLedger(runtime.settings.redis_url, prices=prices, prefix=runtime.settings.prefix)
+        sessions.reporter = Reporter(runtime.js, runtime.subjects, ledger)
         await service.add_endpoint(
             EndpointConfig(name="claim", subject=runtime.subjects.stt_claim, handler=on_claim)
         )
-        runtime.closers.append(sessions.close_all)
+        runtime.closers += [sessions.close_all, ledger.close]
 
     return add
 
 
 async def main(settings: Settings) -> None:
-    engine = engines.build(settings.engines, settings.bench)
+    http = HttpClients(settings.providers.timeout_s)
+    engine = engines.build(settings, http)
     await engine.warm_up()
     caps = Capabilities(kind="stt", languages=tuple(sorted(engine.languages)))
     sessions = OwnedSessions(engine, f"stt-{uuid.uuid4().hex[:8]}")
@@ -219,4 +243,6 @@ async def main(settings: Settings) -> None:
     async def start(runtime: Runtime) -> None:
         return None
 
-    await run_worker("stt", settings, caps, start, _claim_endpoint(sessions))
+    prices = PriceTable.load(settings.providers.prices_path)
+    await run_worker("stt", settings, caps, start, _claim_endpoint(sessions, prices))
+    await http.aclose()

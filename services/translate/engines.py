@@ -1,30 +1,39 @@
-"""Which translator each engine set ("local", "bench") uses: an explicit registry.
+"""The translator a worker uses: the benchmark engine, or the configured fallback chain
+(default: gpt-4.1-nano → a second OpenAI model → Apertium, keyed vendors only).
 
-Factories import their engine lazily, so a benchmark worker never touches Apertium.
+Engine modules are imported only when chosen, so a benchmark worker loads none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from services.translate.provider import Translator
-from shared.config import BenchDelays
+from shared.config import Settings
+from shared.http_clients import HttpClients
+from shared.provider_config import LOCAL
 
 
-def _local(bench: BenchDelays) -> Translator:
-    from services.translate.providers.apertium import ApertiumTranslator
+def _member(entry: str, settings: Settings, http: HttpClients) -> Translator:
+    p = settings.providers
+    if entry == LOCAL:
+        from services.translate.providers.apertium import ApertiumTranslator
 
-    return ApertiumTranslator()
+        return ApertiumTranslator(timeout_s=p.timeout_s)
+    from services.translate.providers.openai_chat import OpenAIChatTranslator
 
-
-def _bench(bench: BenchDelays) -> Translator:
-    from services.translate.providers.bench import BenchTranslator
-
-    return BenchTranslator(delay_ms=bench.translate_ms)
-
-
-ENGINES: dict[str, Callable[[BenchDelays], Translator]] = {"local": _local, "bench": _bench}
+    model = entry.split(":", 1)[1] if ":" in entry else "gpt-4.1-nano"
+    return OpenAIChatTranslator(p.openai_api_key, p.openai_base_url, model, http=http.get("openai"),
+                                timeout_s=p.timeout_s, name=entry)
 
 
-def build(engines: str, bench: BenchDelays) -> Translator:
-    return ENGINES[engines](bench)  # Settings has already checked the name
+def build(settings: Settings, http: HttpClients) -> Translator:
+    if settings.engines == "bench":
+        from services.translate.providers.bench import BenchTranslator
+
+        return BenchTranslator(delay_ms=settings.bench.translate_ms)
+    members = [_member(entry, settings, http) for entry in settings.providers.chain("translate")]
+    if len(members) == 1:
+        return members[0]
+    from shared.fallback import FallbackTranslator
+    from shared.retry import RetryPolicy
+
+    return FallbackTranslator(members, retry=RetryPolicy(timeout_s=settings.providers.timeout_s))

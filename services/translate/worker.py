@@ -5,39 +5,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 
 from services.translate import engines
 from services.translate.provider import Translator
 from shared import bus, metrics
+from shared.cache import TranslationCache
 from shared.config import Settings
+from shared.cost import CostLedger, PriceTable
 from shared.errors import ParleyError
+from shared.fallback import served_by
+from shared.http_clients import HttpClients
 from shared.messages import Capabilities, Listener, TranslateWork, TtsWork, encode
+from shared.reporting import Reporter
+from shared.usage import metering
 from shared.worker import Runtime, consume_work, run_worker
 
 log = logging.getLogger("parley.translate")
 
 CONCURRENCY = 16
-
-
-class LruCache:
-    """Frequent phrases repeat in conversation; a small process-memory cache skips the engine."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._items: OrderedDict[tuple, str] = OrderedDict()
-
-    def get(self, key: tuple) -> str | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: tuple, value: str) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
 
 
 def tts_work(work: TranslateWork, text: str) -> list[TtsWork]:
@@ -53,16 +39,21 @@ def tts_work(work: TranslateWork, text: str) -> list[TtsWork]:
             sample_rate=rate,
             voice=voice,
             recipients=tuple(listener.sid for listener in listeners),
+            speaker=work.speaker,
+            principal=work.principal,
         )
         for (voice, rate), listeners in sorted(groups.items(), key=lambda kv: (str(kv[0][0]), kv[0][1]))
     ]
 
 
 class TranslateHandler:
-    def __init__(self, runtime: Runtime, translator: Translator) -> None:
+    def __init__(self, runtime: Runtime, translator: Translator, cache: TranslationCache,
+                 reporter: Reporter, cache_engine: str) -> None:
         self.runtime = runtime
         self.translator = translator
-        self.cache = LruCache()
+        self.cache = cache
+        self.reporter = reporter
+        self.cache_engine = cache_engine  # the preferred provider: its translations are cached
 
     async def __call__(self, work: TranslateWork, msg) -> None:
         started = time.perf_counter()
@@ -93,12 +84,19 @@ class TranslateHandler:
         metrics.WORK_DONE.labels("translate").inc()
 
     async def _translate(self, work: TranslateWork) -> str:
-        key = (self.translator.name, work.source_language, work.target_language, " ".join(work.text.lower().split()))
-        cached = self.cache.get(key)
+        pair = (work.source_language, work.target_language)
+        cached = await self.cache.get(work.text, *pair, self.cache_engine)
         if cached is not None:
             return cached
-        text = await self.translator.translate(work.text, work.source_language, work.target_language)
-        self.cache.put(key, text)
+        with metering() as meter:
+            text = await self.translator.translate(work.text, *pair)
+            served = served_by()
+        if served is None or not served.fallback:  # fallback-quality text is not kept
+            await self.cache.put(work.text, *pair, self.cache_engine, text)
+        listeners = [listener.sid for listener in work.listeners]
+        await self.reporter.served(served, listeners, work.utterance_id)
+        tag = f"translate:{work.target_language}"
+        await self.reporter.usage(work.speaker, work.principal, work.utterance_id, meter.records, tag)
         return text
 
     async def _warn(self, work: TranslateWork, exc: ParleyError) -> None:
@@ -112,14 +110,20 @@ class TranslateHandler:
 
 
 async def main(settings: Settings) -> None:
-    translator = engines.build(settings.engines, settings.bench)
+    http = HttpClients(settings.providers.timeout_s)
+    translator = engines.build(settings, http)
     await translator.warm_up()
     caps = Capabilities(kind="translate", pairs=tuple(sorted(translator.pairs())))
+    prices = PriceTable.load(settings.providers.prices_path)
 
     async def start(runtime: Runtime) -> None:
-        handler = TranslateHandler(runtime, translator)
+        cache = TranslationCache(settings.redis_url, ttl_s=settings.providers.translation_cache_ttl_s,
+                                 prefix=settings.prefix)
+        ledger = CostLedger(settings.redis_url, prices=prices, prefix=settings.prefix)
+        reporter = Reporter(runtime.js, runtime.subjects, ledger)
+        preferred = settings.providers.chain("translate")[0] if settings.engines == "local" else "bench"
+        handler = TranslateHandler(runtime, translator, cache, reporter, preferred)
         runtime.tasks.append(asyncio.create_task(consume_work(runtime, "translate", handler, CONCURRENCY)))
-        runtime.closers.append(translator.close)
+        runtime.closers += [translator.close, cache.close, ledger.close, http.aclose]
 
     await run_worker("translate", settings, caps, start)
-

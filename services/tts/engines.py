@@ -1,30 +1,44 @@
-"""Which synthesizer each engine set ("local", "bench") uses: an explicit registry.
+"""The synthesizer a worker uses: the benchmark engine, or the configured fallback chain
+(default: Unreal Speech → OpenAI → espeak-ng, keyed vendors only).
 
-Factories import their engine lazily, so a benchmark worker never loads libespeak-ng.
+Engine modules are imported only when chosen, so a benchmark worker loads none of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from services.tts.provider import Synthesizer
-from shared.config import BenchDelays
+from shared.config import Settings
+from shared.http_clients import HttpClients
+from shared.provider_config import LOCAL
 
 
-def _local(bench: BenchDelays) -> Synthesizer:
-    from services.tts.providers.espeak import EspeakSynthesizer
+def _member(entry: str, settings: Settings, http: HttpClients) -> Synthesizer:
+    p = settings.providers
+    if entry == LOCAL:
+        from services.tts.providers.espeak import EspeakSynthesizer
 
-    return EspeakSynthesizer()
+        return EspeakSynthesizer()
+    if entry == "unrealspeech":
+        from services.tts.providers.unrealspeech import UnrealSpeechSynthesizer
+
+        return UnrealSpeechSynthesizer(p.unrealspeech_api_key, p.unrealspeech_base_url, p.unrealspeech_voice,
+                                       http=http.get("unrealspeech"), timeout_s=p.timeout_s, name=entry)
+    from services.tts.providers.openai_tts import OpenAISynthesizer
+
+    model = entry.split(":", 1)[1] if ":" in entry else "gpt-4o-mini-tts"
+    return OpenAISynthesizer(p.openai_api_key, p.openai_base_url, model, p.openai_voice,
+                             http=http.get("openai"), timeout_s=p.timeout_s, name=entry)
 
 
-def _bench(bench: BenchDelays) -> Synthesizer:
-    from services.tts.providers.bench import BenchSynthesizer
+def build(settings: Settings, http: HttpClients) -> Synthesizer:
+    if settings.engines == "bench":
+        from services.tts.providers.bench import BenchSynthesizer
 
-    return BenchSynthesizer(delay_ms=bench.tts_ms)
+        return BenchSynthesizer(delay_ms=settings.bench.tts_ms)
+    members = [_member(entry, settings, http) for entry in settings.providers.chain("tts")]
+    if len(members) == 1:
+        return members[0]
+    from shared.fallback import FallbackSynthesizer
+    from shared.retry import RetryPolicy
 
-
-ENGINES: dict[str, Callable[[BenchDelays], Synthesizer]] = {"local": _local, "bench": _bench}
-
-
-def build(engines: str, bench: BenchDelays) -> Synthesizer:
-    return ENGINES[engines](bench)  # Settings has already checked the name
+    return FallbackSynthesizer(members, retry=RetryPolicy(timeout_s=settings.providers.timeout_s))

@@ -5,7 +5,9 @@ import time
 import numpy as np
 import pytest
 
-from shared.config import ENGINE_SETS, Settings
+from shared.config import BenchDelays, Settings
+from shared.http_clients import HttpClients
+from shared.provider_config import ProviderSettings
 from shared.languages import supports_pair
 
 from services.stt import engines as stt_engines
@@ -14,7 +16,6 @@ from services.translate import engines as translate_engines
 from services.translate.providers.bench import BenchTranslator
 from services.tts import engines as tts_engines
 from services.tts.providers.bench import BenchSynthesizer
-from shared.config import BenchDelays
 from shared.errors import ParleyError, ProviderError, ProviderTimeout
 
 REQUIRED = {"en", "es", "ca", "gl", "eo", "hr", "sr", "bs", "sh", "de", "fr", "it", "pt", "zh"}
@@ -78,18 +79,29 @@ async def test_synthesizer_waits_its_delay_and_skips_blank_text():
     assert REQUIRED <= synthesizer.languages
 
 
-def test_registries_build_both_engine_sets():
-    delays = BenchDelays(stt_ms=1, translate_ms=2, tts_ms=3)
-    assert stt_engines.build("bench", delays).delay_ms == 1
-    assert translate_engines.build("bench", delays).delay_ms == 2
-    assert tts_engines.build("bench", delays).delay_ms == 3
-    assert stt_engines.build("local", delays).name == "pocketsphinx"
-    assert translate_engines.build("local", delays).name == "apertium"
-    assert tts_engines.build("local", delays).name == "espeak"
-    for registry in (stt_engines, translate_engines, tts_engines):
-        assert set(registry.ENGINES) == set(ENGINE_SETS)
+def test_registries_build_bench_engines_and_local_chains():
+    bench = Settings(engines="bench", bench=BenchDelays(stt_ms=1, translate_ms=2, tts_ms=3))
+    http = HttpClients(1.0)
+    assert stt_engines.build(bench, http).delay_ms == 1
+    assert translate_engines.build(bench, http).delay_ms == 2
+    assert tts_engines.build(bench, http).delay_ms == 3
+    local = Settings(providers=ProviderSettings.load({}))
+    assert stt_engines.build(local, http).name == "pocketsphinx"
+    assert translate_engines.build(local, http).name == "apertium"
+    assert tts_engines.build(local, http).name == "espeak"
     with pytest.raises(ValueError):
         Settings(engines="cloud")  # names are checked once, where settings are made
+
+
+def test_keys_turn_on_the_cloud_chains():
+    keyed = Settings(providers=ProviderSettings.load(
+        {"OPENAI_API_KEY": "k", "ASSEMBLYAI_API_KEY": "k", "UNREAL_SPEECH_API_KEY": "k"}))
+    http = HttpClients(1.0)
+    for registry, names in ((stt_engines, ["assemblyai", "openai:gpt-4o-mini-transcribe", "pocketsphinx"]),
+                            (translate_engines, ["openai:gpt-4.1-nano", "openai:gpt-4.1-mini", "apertium"]),
+                            (tts_engines, ["unrealspeech", "openai:gpt-4o-mini-tts", "espeak"])):
+        chain = registry.build(keyed, http)
+        assert chain.name == "fallback" and list(chain.states()) == names
 
 
 def test_error_vocabulary():
