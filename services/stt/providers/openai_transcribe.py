@@ -120,8 +120,8 @@ class OpenAITranscriber:
     async def warm_up(self) -> None:
         """Nothing to load; the HTTP client connects at the first upload."""
 
-    async def aclose(self) -> None:
-        """Close the HTTP client, if this engine made it."""
+    async def close(self) -> None:
+        """Close the HTTP client, if this engine made it (a shared one is its owner's)."""
         if self._own_http and self._http is not None:
             await self._http.aclose()
             self._http = None
