@@ -13,9 +13,12 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from shared.breaker import BreakerConfig
+from shared.retry import RetryPolicy
 from shared.secrets import Secret
 
 LOCAL = "local"
+BENCH = "bench"  # the benchmark engine of the capability (DESIGN.md), usable in any chain
 
 # Chain entries: "<vendor>" or "<vendor>:<model>"; "local" is the capability's local engine.
 DEFAULT_MODELS = {
@@ -41,6 +44,8 @@ class ProviderSettings:
     translate_chain: tuple[str, ...] = ()
     tts_chain: tuple[str, ...] = ()
     timeout_s: float = 10.0
+    breaker_reset_s: float = 30.0  # how long a failed provider rests before a probe
+    probe_interval_s: float = 5.0
     prices_path: str | None = None
     translation_cache_ttl_s: float = 86400.0
 
@@ -53,6 +58,14 @@ class ProviderSettings:
                 if vendor not in VENDORS[capability]:
                     raise ValueError(f"{capability} chain: unknown provider {entry!r}; "
                                      f"one of {sorted(VENDORS[capability])}")
+                if vendor in KEY_NAMES and not getattr(self, f"{vendor}_api_key"):
+                    raise ValueError(f"{capability} chain names {vendor!r} but {KEY_NAMES[vendor]} is not set")
+
+    def chain_options(self) -> dict:
+        """Keyword arguments for a fallback chain: its breakers, probes and retry policy."""
+        return {"breaker": BreakerConfig(reset_timeout_s=self.breaker_reset_s),
+                "probe_interval_s": self.probe_interval_s,
+                "retry": RetryPolicy(timeout_s=self.timeout_s)}
 
     def chain(self, capability: str) -> tuple[str, ...]:
         """The configured chain, or the default: budget vendor → OpenAI → local, keyed ones only."""
@@ -81,10 +94,13 @@ class ProviderSettings:
 
 
 VENDORS = {
-    "stt": {"assemblyai", "openai", LOCAL},
-    "translate": {"openai", LOCAL},
-    "tts": {"unrealspeech", "openai", LOCAL},
+    "stt": {"assemblyai", "openai", LOCAL, BENCH},
+    "translate": {"openai", LOCAL, BENCH},
+    "tts": {"unrealspeech", "openai", LOCAL, BENCH},
 }
+
+KEY_NAMES = {"openai": "OPENAI_API_KEY", "assemblyai": "ASSEMBLYAI_API_KEY",
+             "unrealspeech": "UNREAL_SPEECH_API_KEY"}
 
 _ENV = {
     "OPENAI_API_KEY": "openai_api_key",
@@ -102,6 +118,8 @@ _ENV = {
     "PARLEY_TRANSLATE_CHAIN": "translate_chain",
     "PARLEY_TTS_CHAIN": "tts_chain",
     "PARLEY_PROVIDER_TIMEOUT_S": "timeout_s",
+    "PARLEY_BREAKER_RESET_S": "breaker_reset_s",
+    "PARLEY_PROBE_INTERVAL_S": "probe_interval_s",
     "PARLEY_PRICES": "prices_path",
     "PARLEY_TRANSLATION_CACHE_TTL_S": "translation_cache_ttl_s",
 }

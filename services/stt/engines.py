@@ -9,11 +9,15 @@ from __future__ import annotations
 from services.stt.provider import SttEngine
 from shared.config import Settings
 from shared.http_clients import HttpClients
-from shared.provider_config import LOCAL
+from shared.provider_config import BENCH, LOCAL
 
 
 def _member(entry: str, settings: Settings, http: HttpClients) -> SttEngine:
     p = settings.providers
+    if entry == BENCH:
+        from services.stt.providers.bench import BenchSttEngine
+
+        return BenchSttEngine(delay_ms=settings.bench.stt_ms)
     if entry == LOCAL:
         from services.stt.providers.pocketsphinx import PocketsphinxEngine
 
@@ -31,14 +35,10 @@ def _member(entry: str, settings: Settings, http: HttpClients) -> SttEngine:
 
 
 def build(settings: Settings, http: HttpClients) -> SttEngine:
-    if settings.engines == "bench":
-        from services.stt.providers.bench import BenchSttEngine
-
-        return BenchSttEngine(delay_ms=settings.bench.stt_ms)
-    members = [_member(entry, settings, http) for entry in settings.providers.chain("stt")]
+    chain = (BENCH,) if settings.engines == "bench" else settings.providers.chain("stt")
+    members = [_member(entry, settings, http) for entry in chain]
     if len(members) == 1:
         return members[0]
     from shared.fallback import FallbackSttEngine
-    from shared.retry import RetryPolicy
 
-    return FallbackSttEngine(members, retry=RetryPolicy(timeout_s=settings.providers.timeout_s))
+    return FallbackSttEngine(members, **settings.providers.chain_options())

@@ -9,11 +9,15 @@ from __future__ import annotations
 from services.translate.provider import Translator
 from shared.config import Settings
 from shared.http_clients import HttpClients
-from shared.provider_config import LOCAL
+from shared.provider_config import BENCH, LOCAL
 
 
 def _member(entry: str, settings: Settings, http: HttpClients) -> Translator:
     p = settings.providers
+    if entry == BENCH:
+        from services.translate.providers.bench import BenchTranslator
+
+        return BenchTranslator(delay_ms=settings.bench.translate_ms)
     if entry == LOCAL:
         from services.translate.providers.apertium import ApertiumTranslator
 
@@ -26,14 +30,10 @@ def _member(entry: str, settings: Settings, http: HttpClients) -> Translator:
 
 
 def build(settings: Settings, http: HttpClients) -> Translator:
-    if settings.engines == "bench":
-        from services.translate.providers.bench import BenchTranslator
-
-        return BenchTranslator(delay_ms=settings.bench.translate_ms)
-    members = [_member(entry, settings, http) for entry in settings.providers.chain("translate")]
+    chain = (BENCH,) if settings.engines == "bench" else settings.providers.chain("translate")
+    members = [_member(entry, settings, http) for entry in chain]
     if len(members) == 1:
         return members[0]
     from shared.fallback import FallbackTranslator
-    from shared.retry import RetryPolicy
 
-    return FallbackTranslator(members, retry=RetryPolicy(timeout_s=settings.providers.timeout_s))
+    return FallbackTranslator(members, **settings.providers.chain_options())

@@ -9,11 +9,15 @@ from __future__ import annotations
 from services.tts.provider import Synthesizer
 from shared.config import Settings
 from shared.http_clients import HttpClients
-from shared.provider_config import LOCAL
+from shared.provider_config import BENCH, LOCAL
 
 
 def _member(entry: str, settings: Settings, http: HttpClients) -> Synthesizer:
     p = settings.providers
+    if entry == BENCH:
+        from services.tts.providers.bench import BenchSynthesizer
+
+        return BenchSynthesizer(delay_ms=settings.bench.tts_ms)
     if entry == LOCAL:
         from services.tts.providers.espeak import EspeakSynthesizer
 
@@ -31,14 +35,10 @@ def _member(entry: str, settings: Settings, http: HttpClients) -> Synthesizer:
 
 
 def build(settings: Settings, http: HttpClients) -> Synthesizer:
-    if settings.engines == "bench":
-        from services.tts.providers.bench import BenchSynthesizer
-
-        return BenchSynthesizer(delay_ms=settings.bench.tts_ms)
-    members = [_member(entry, settings, http) for entry in settings.providers.chain("tts")]
+    chain = (BENCH,) if settings.engines == "bench" else settings.providers.chain("tts")
+    members = [_member(entry, settings, http) for entry in chain]
     if len(members) == 1:
         return members[0]
     from shared.fallback import FallbackSynthesizer
-    from shared.retry import RetryPolicy
 
-    return FallbackSynthesizer(members, retry=RetryPolicy(timeout_s=settings.providers.timeout_s))
+    return FallbackSynthesizer(members, **settings.providers.chain_options())

@@ -56,11 +56,11 @@ class TtsHandler:
                 log.warning("speech for %s failed: %s", work.utterance_id, exc)
                 warning = {"type": "warning", "code": exc.code, "message": f"speech unavailable: {exc}"}
                 await self._publish(work, warning, "tts-warning", trace)
-        done = {"type": "audio.done", "utterance_id": work.utterance_id}
-        await self._publish(work, done, "done", trace)
-        if work.speaker:
+        if work.speaker:  # before audio.done: the utterance's events are complete at done
             tag = f"tts:{work.language}:{work.voice}:{work.sample_rate}"
             await self.reporter.usage(work.speaker, work.principal, work.utterance_id, meter.records, tag)
+        done = {"type": "audio.done", "utterance_id": work.utterance_id}
+        await self._publish(work, done, "done", trace)
         metrics.WORK_DONE.labels("tts").inc()
 
 

@@ -51,3 +51,5 @@ def test_bad_settings_are_refused(tmp_path):
         ProviderSettings.load({"PARLEY_CONFIG": str(config)})
     with pytest.raises(ValueError):
         ProviderSettings.load({"PARLEY_PROVIDER_TIMEOUT_S": "0"})
+    with pytest.raises(ValueError, match="ASSEMBLYAI_API_KEY is not set"):
+        ProviderSettings.load({"PARLEY_STT_CHAIN": "assemblyai,local"})
