@@ -107,7 +107,9 @@ class OwnedSession:
             case RouteUpdate(route=route):
                 self.route = route
             case SessionEnd():
-                await self.release(self.sid)
+                # Not awaited here: releasing unsubscribes this very callback's subscription,
+                # which would cancel us before the provider stream is terminated.
+                self._releasing = asyncio.create_task(self.release(self.sid))
 
     async def _publish_lease(self) -> None:
         lease = SttLease(self.sid, self.worker_id, self.finished)
@@ -121,7 +123,7 @@ class OwnedSession:
         # Silent for a whole resume window: the edge may be gone. If it is not, it sees the
         # lease lapse and claims again, so letting go is always safe.
         log.info("releasing idle session %s", self.sid)
-        asyncio.create_task(self.release(self.sid))
+        self._releasing = asyncio.create_task(self.release(self.sid))
 
     async def _recognise(self) -> None:
         while True:

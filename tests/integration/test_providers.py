@@ -11,6 +11,7 @@ import nats
 import pytest
 
 from shared.audio import tone
+from tests.fakes.assemblyai_server import FakeAssemblyAI
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.unrealspeech_server import FakeUnrealSpeech
 from tests.integration.test_services import collect
@@ -144,3 +145,38 @@ async def test_cache_hit_skips_the_provider(cloud, vendors):
     assert paths(openai, "/chat/completions") == 1
     metrics = json.dumps(await breaker_states(cloud, "translate"))
     assert "openai:gpt-4.1-nano" in metrics
+
+
+async def test_streaming_stt_falls_back_to_openai_transcription(vendors, nats_server, redis_server, tmp_path):
+    openai, _ = vendors
+    with FakeAssemblyAI(api_key="aai-test-key", transcripts=["Good morning."]) as assemblyai:
+        system = ParleySystem(nats_server.url, redis_server.url, "local", tmp_path, env={
+            "PARLEY_PREFIX": "cloudstt", "PARLEY_TRANSLATE_CHAIN": "bench", "PARLEY_TTS_CHAIN": "bench",
+            "PARLEY_STT_CHAIN": "assemblyai,openai:gpt-4o-mini-transcribe,local",
+            "ASSEMBLYAI_API_KEY": "aai-test-key", "ASSEMBLYAI_BASE_URL": assemblyai.base_url,
+            "OPENAI_API_KEY": "sk-test-key", "OPENAI_BASE_URL": openai.url, "PARLEY_PROVIDER_TIMEOUT_S": "2",
+        })
+        system.start_all()
+        try:
+            first = await ProtocolClient.connect(system.ws_url())
+            await first.start(language="en", target_language="es")
+            await speak(first, 1)
+            assert first.of_type("transcript.final")[0]["text"] == "Good morning."
+            await first.send({"type": "session.end"})
+            await first.wait_type("session.ended")
+            await asyncio.to_thread(lambda: assemblyai.sessions[0].wait_ended())
+            assert assemblyai.sessions[0].terminated  # an open stream costs money: always closed
+
+            assemblyai.knobs.reject_status = 503
+            second = await ProtocolClient.connect(system.ws_url())
+            await second.start(language="en", target_language="es")
+            await speak(second, 1)
+            assert second.of_type("transcript.final")[0]["text"] == "hola"  # OpenAI's transcription
+            warning = await second.wait_type("warning", code="provider_fallback")
+            assert warning["capability"] == "stt"
+            upload = next(r for r in openai.requests if r.path.endswith("/audio/transcriptions"))
+            assert upload.form["model"] == "gpt-4o-mini-transcribe"
+            await second.close()
+        finally:
+            codes = system.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
