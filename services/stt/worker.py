@@ -22,13 +22,10 @@ from shared.audio import resample
 from shared.config import Settings
 from shared.cost import CostLedger, PriceTable
 from shared.fallback import served_by
-from shared.reporting import Reporter
-from shared.usage import Usage, metering
 from shared.http_clients import HttpClients
 from shared.messages import (
     AudioChunk,
     Capabilities,
-    Route,
     RouteUpdate,
     SessionEnd,
     SttClaim,
@@ -37,6 +34,8 @@ from shared.messages import (
     decode,
     encode,
 )
+from shared.reporting import Reporter
+from shared.usage import Usage, metering
 from shared.worker import Runtime, run_worker
 
 log = logging.getLogger("parley.stt")

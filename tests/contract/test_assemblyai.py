@@ -12,11 +12,27 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from services.stt.providers.assemblyai import (AssemblyAIEngine, AudioBatcher, Begin, Other,
-                                                ServerError, Termination, Turn, TurnTracker,
-                                                close_error, parse_event, status_error)
-from shared.errors import (ProviderAuthError, ProviderBadResponse, ProviderError,
-                           ProviderQuotaError, ProviderTimeout, ProviderUnavailable)
+from services.stt.providers.assemblyai import (
+    AssemblyAIEngine,
+    AudioBatcher,
+    Begin,
+    Other,
+    ServerError,
+    Termination,
+    Turn,
+    TurnTracker,
+    close_error,
+    parse_event,
+    status_error,
+)
+from shared.errors import (
+    ProviderAuthError,
+    ProviderBadResponse,
+    ProviderError,
+    ProviderQuotaError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 from shared.natsd import free_port
 from shared.secrets import Secret
 from shared.usage import metering

@@ -13,7 +13,6 @@ from services.translate.providers.openai_chat import (
     chat_request,
     openai_error,
     parse_chat_completion,
-    status_error,
     strip_quotes,
 )
 from shared.errors import (
@@ -24,6 +23,7 @@ from shared.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
+from shared.http_errors import status_error
 from shared.languages import ANY, supports_pair
 from shared.natsd import free_port
 from shared.secrets import Secret

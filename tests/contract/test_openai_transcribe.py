@@ -10,10 +10,20 @@ import traceback
 import httpx
 import pytest
 
-from services.stt.providers.openai_transcribe import (OpenAITranscriber, error_code,
-                                                       status_error, transcript, wav_bytes)
-from shared.errors import (ProviderAuthError, ProviderBadResponse, ProviderError,
-                           ProviderQuotaError, ProviderTimeout, ProviderUnavailable)
+from services.stt.providers.openai_transcribe import (
+    OpenAITranscriber,
+    transcript,
+    wav_bytes,
+)
+from shared.http_errors import openai_error
+from shared.errors import (
+    ProviderAuthError,
+    ProviderBadResponse,
+    ProviderError,
+    ProviderQuotaError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 from shared.natsd import free_port
 from shared.secrets import Secret
 from shared.usage import Usage, metering
@@ -84,19 +94,19 @@ def test_answers_off_the_documented_shape_are_bad_responses(body):
 @pytest.mark.parametrize("status, kind, retryable", [
     (401, ProviderAuthError, False), (403, ProviderAuthError, False),
     (429, ProviderQuotaError, False), (500, ProviderUnavailable, True),
-    (503, ProviderUnavailable, True), (408, ProviderUnavailable, True),
-    (400, ProviderUnavailable, False), (413, ProviderUnavailable, False),
+    (503, ProviderUnavailable, True), (408, ProviderTimeout, True),
+    (400, ProviderError, False), (413, ProviderError, False),
 ])
 def test_statuses_map_to_errors(status, kind, retryable):
-    error = status_error(status, None)
+    error = openai_error(status, b"")
     assert type(error) is kind and error.retryable is retryable
 
 
 def test_only_an_error_code_is_taken_from_an_error_body():
-    body = '{"error": {"message": "Incorrect API key provided: sk-123", "code": "invalid_api_key"}}'
-    assert error_code(response(401, body)) == "invalid_api_key"
-    assert error_code(response(500, "<html>")) is None
-    assert error_code(response(400, '{"error": {"code": "sk-123 leaked?"}}')) is None
+    body = b'{"error": {"message": "Incorrect API key provided: sk-123", "code": "invalid_api_key"}}'
+    assert "invalid_api_key" in str(openai_error(401, body)) and "sk-123" not in str(openai_error(401, body))
+    assert "html" not in str(openai_error(500, b"<html>"))
+    assert "sk-123" not in str(openai_error(400, b'{"error": {"code": "sk-123 leaked?"}}', Secret("sk-123")))
 
 
 # ---- against the fake --------------------------------------------------------------------
@@ -165,7 +175,7 @@ async def test_a_bad_key_is_an_auth_error_without_the_key_in_it(fake, http):
     (429, "rate_limit_exceeded", ProviderQuotaError, False),
     (500, None, ProviderUnavailable, True),
     (503, None, ProviderUnavailable, True),
-    (400, None, ProviderUnavailable, False),
+    (400, None, ProviderError, False),
 ])
 async def test_error_statuses_map_to_errors(fake, http, status, code, kind, retryable):
     fake.knobs.status, fake.knobs.error_code = status, code

@@ -7,14 +7,12 @@ import time
 import httpx
 import pytest
 
+from services.tts.providers.http_stream import PcmStream, is_audio, text_pieces
 from services.tts.providers.openai_tts import (
     MAX_INPUT_CHARS,
     OpenAISynthesizer,
-    PcmStream,
-    is_audio,
     pick_voice,
     speech_request,
-    text_pieces,
 )
 from shared.audio import duration_s, resample, rms, tone
 from shared.errors import (

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from services.tts.providers.openai_tts import text_pieces
+from services.tts.providers.http_stream import text_pieces
 from services.tts.providers.unrealspeech import (
     MAX_TEXT_CHARS,
     UnrealSpeechSynthesizer,
@@ -27,7 +27,11 @@ from shared.natsd import free_port
 from shared.secrets import Secret
 from shared.usage import Usage, metering
 from tests.fakes import drain
-from tests.fakes.unrealspeech_server import PIECE_BYTES, SPEECH_S_PER_CHAR, FakeUnrealSpeech
+from tests.fakes.unrealspeech_server import (
+    PIECE_BYTES,
+    SPEECH_S_PER_CHAR,
+    FakeUnrealSpeech,
+)
 
 KEY = "us-test-5ecret-key-0123456789"
 TWO = "Good evening, everyone. Thank you all for coming tonight."

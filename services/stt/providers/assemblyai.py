@@ -25,8 +25,14 @@ from urllib.parse import urlencode
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from shared.errors import (ProviderAuthError, ProviderBadResponse, ProviderError,
-                           ProviderQuotaError, ProviderTimeout, ProviderUnavailable)
+from shared.errors import (
+    ProviderAuthError,
+    ProviderBadResponse,
+    ProviderError,
+    ProviderQuotaError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
 from shared.languages import primary_tag
 from shared.secrets import Secret
 from shared.usage import Usage, record

@@ -10,6 +10,7 @@ from __future__ import annotations
 from shared.errors import ProviderError
 from shared.languages import BENCH_LANGUAGES, bench_delay, primary_tag
 
+
 class BenchSttSession:
     def __init__(self, delay_ms: float) -> None:
         self._delay_ms = delay_ms

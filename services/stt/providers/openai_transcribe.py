@@ -15,8 +15,13 @@ import wave
 
 import httpx
 
-from shared.errors import (ProviderAuthError, ProviderBadResponse, ProviderError,
-                           ProviderQuotaError, ProviderTimeout, ProviderUnavailable)
+from shared.errors import (
+    ProviderBadResponse,
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from shared.http_errors import openai_error
 from shared.languages import BENCH_LANGUAGES, primary_tag
 from shared.secrets import Secret
 from shared.usage import Usage, record
@@ -31,29 +36,6 @@ def wav_bytes(pcm: bytes, sample_rate: int) -> bytes:
         w.setframerate(sample_rate)
         w.writeframes(pcm)
     return out.getvalue()
-
-
-def status_error(status: int, code: str | None) -> ProviderError:
-    """An error status → our vocabulary. The body's message is left out on purpose: for a
-    bad key OpenAI quotes (part of) the key in it."""
-    what = f"OpenAI transcription failed (HTTP {status}{f', {code}' if code else ''})"
-    if status in (401, 403):
-        return ProviderAuthError(what)
-    if status == 429:  # rate limit and exhausted quota alike: move on, don't wait
-        return ProviderQuotaError(what)
-    if status >= 500 or status in (408, 409):
-        return ProviderUnavailable(what)
-    return ProviderUnavailable(what, retryable=False)  # 400, 404, 413: ours to fix
-
-
-def error_code(response: httpx.Response) -> str | None:
-    """`error.code` (or `error.type`) of an OpenAI error body, when it has one."""
-    try:
-        error = response.json().get("error") or {}
-        code = error.get("code") or error.get("type")
-    except (ValueError, AttributeError):
-        return None
-    return code if isinstance(code, str) and code.isidentifier() else None
 
 
 def transcript(response: httpx.Response) -> tuple[str, int, int]:
@@ -143,7 +125,7 @@ class OpenAITranscriber:
         except httpx.HTTPError as exc:
             raise ProviderUnavailable("OpenAI could not be reached") from exc
         if response.status_code != 200:
-            raise status_error(response.status_code, error_code(response))
+            raise openai_error(response.status_code, response.content, self._key)
         text, input_tokens, output_tokens = transcript(response)
         record(Usage("openai", self.model, "stt", audio_seconds=len(pcm) / (2 * self.sample_rate),
                      input_tokens=input_tokens, output_tokens=output_tokens))

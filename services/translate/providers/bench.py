@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from shared.languages import ANY, BENCH_LANGUAGES, bench_delay, primary_tag
 from shared.errors import ProviderError
-
+from shared.languages import ANY, BENCH_LANGUAGES, bench_delay, primary_tag
 
 
 class BenchTranslator:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from functools import lru_cache
 
-from shared.languages import BENCH_LANGUAGES, bench_delay, primary_tag
 from shared.audio import tone
 from shared.errors import ProviderError
+from shared.languages import BENCH_LANGUAGES, bench_delay, primary_tag
 
 TONE_HZ = 440.0
 TONE_S = 0.5

@@ -17,9 +17,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import espeakng_loader
 
-from shared.languages import primary_tag
 from shared.audio import resample
 from shared.errors import ProviderError
+from shared.languages import primary_tag
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns when done; samples go to the callback
 _BUFFER_MS = 200

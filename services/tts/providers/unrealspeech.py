@@ -14,9 +14,14 @@ from contextlib import aclosing
 
 import httpx
 
-from services.translate.providers.openai_chat import redact, status_error
-from services.tts.providers.openai_tts import check_request, speak, stream_body, text_pieces
+from services.tts.providers.http_stream import (
+    check_request,
+    speak,
+    stream_body,
+    text_pieces,
+)
 from shared.errors import ProviderError
+from shared.http_errors import redact, status_error
 from shared.secrets import Secret
 from shared.usage import Usage, record
 
