@@ -16,7 +16,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from shared.breaker import BreakerConfig, BreakerState, CircuitBreaker
-from shared.errors import ParleyError, ProviderAuthError, ProviderError, ProviderQuotaError
+from shared.errors import (
+    ParleyError,
+    ProviderAuthError,
+    ProviderError,
+    ProviderQuotaError,
+)
 from shared.languages import ANY, primary_tag
 from shared.resilience_metrics import count_fallback, export_state, report_transitions
 from shared.retry import RetryPolicy

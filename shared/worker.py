@@ -22,8 +22,8 @@ from nats.micro.service import EndpointConfig, Request, Service, ServiceConfig
 
 from shared import bus, metrics
 from shared.config import Settings
-from shared.process import wait_for_signal
 from shared.messages import Capabilities, decode, encode
+from shared.process import wait_for_signal
 from shared.subjects import Subjects
 
 log = logging.getLogger("parley.worker")

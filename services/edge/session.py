@@ -25,7 +25,14 @@ from services.edge.context import EdgeContext
 from services.edge.stt_link import SttLink
 from services.stt.routing import room_route, solo_route
 from shared import bus, metrics
-from shared.messages import AudioChunk, ClientEvent, Listener, SessionEnd, decode, encode
+from shared.messages import (
+    AudioChunk,
+    ClientEvent,
+    Listener,
+    SessionEnd,
+    decode,
+    encode,
+)
 from shared.state import SessionRecord
 
 log = logging.getLogger("parley.edge")

@@ -13,7 +13,16 @@ import time
 from collections import deque
 
 from services.edge.context import EdgeContext
-from shared.messages import AudioChunk, Route, RouteUpdate, SttClaim, SttClaimed, SttLease, decode, encode
+from shared.messages import (
+    AudioChunk,
+    Route,
+    RouteUpdate,
+    SttClaim,
+    SttClaimed,
+    SttLease,
+    decode,
+    encode,
+)
 from shared.state import SessionRecord
 
 log = logging.getLogger("parley.edge.stt")

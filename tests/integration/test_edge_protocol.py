@@ -9,7 +9,8 @@ import urllib.request
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.audio import tone
 from tests.support.client import ProtocolClient

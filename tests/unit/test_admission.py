@@ -1,4 +1,8 @@
-from services.edge.capabilities import SystemCapabilities, admission_problems, room_warnings
+from services.edge.capabilities import (
+    SystemCapabilities,
+    admission_problems,
+    room_warnings,
+)
 
 CAPS = SystemCapabilities(stt=frozenset({"en"}), pairs=frozenset({("en", "es"), ("en", "ca")}),
                           tts=frozenset({"en", "es", "ca"}), missing_kinds=())

@@ -5,18 +5,17 @@ import time
 import numpy as np
 import pytest
 
-from shared.config import BenchDelays, Settings
-from shared.http_clients import HttpClients
-from shared.provider_config import ProviderSettings
-from shared.languages import supports_pair
-
 from services.stt import engines as stt_engines
 from services.stt.providers.bench import BenchSttEngine
 from services.translate import engines as translate_engines
 from services.translate.providers.bench import BenchTranslator
 from services.tts import engines as tts_engines
 from services.tts.providers.bench import BenchSynthesizer
+from shared.config import BenchDelays, Settings
 from shared.errors import ParleyError, ProviderError, ProviderTimeout
+from shared.http_clients import HttpClients
+from shared.languages import supports_pair
+from shared.provider_config import ProviderSettings
 
 REQUIRED = {"en", "es", "ca", "gl", "eo", "hr", "sr", "bs", "sh", "de", "fr", "it", "pt", "zh"}
 

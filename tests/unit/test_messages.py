@@ -1,10 +1,24 @@
 import msgpack
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.messages import (
-    AudioChunk, Capabilities, ClientEvent, DecodeError, Listener, Route, RouteUpdate,
-    SessionEnd, SttClaim, SttClaimed, SttLease, TranslateWork, TtsWork, decode, encode,
+    AudioChunk,
+    Capabilities,
+    ClientEvent,
+    DecodeError,
+    Listener,
+    Route,
+    RouteUpdate,
+    SessionEnd,
+    SttClaim,
+    SttClaimed,
+    SttLease,
+    TranslateWork,
+    TtsWork,
+    decode,
+    encode,
 )
 
 ROUTE = Route(captions_to=("a", "b"), listeners=(Listener("b", "es", 24000, "f1"),))

@@ -10,9 +10,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.edge.wire import (
-    Ack, AudioAppend, AudioCommit, Limits, Ping, ProtocolError, ResponseCancel, SessionEnd,
-    SessionResume, SessionStart, ToolRegister, ToolResult, ToolUnregister, encode_command,
-    encode_event, parse_binary, parse_text,
+    Ack,
+    AudioAppend,
+    AudioCommit,
+    Limits,
+    Ping,
+    ProtocolError,
+    ResponseCancel,
+    SessionEnd,
+    SessionResume,
+    SessionStart,
+    ToolRegister,
+    ToolResult,
+    ToolUnregister,
+    encode_command,
+    encode_event,
+    parse_binary,
+    parse_text,
 )
 
 LIMITS = Limits()
