@@ -12,6 +12,9 @@ from shared.http_clients import HttpClients
 from shared.provider_config import BENCH, LOCAL
 
 
+WARM_PAIRS = (("en", "es"),)  # the web page's default; other pairs start on first use
+
+
 def _member(entry: str, settings: Settings, http: HttpClients) -> Translator:
     p = settings.providers
     if entry == BENCH:
@@ -21,7 +24,7 @@ def _member(entry: str, settings: Settings, http: HttpClients) -> Translator:
     if entry == LOCAL:
         from services.translate.providers.apertium import ApertiumTranslator
 
-        return ApertiumTranslator(timeout_s=p.timeout_s)
+        return ApertiumTranslator(timeout_s=p.timeout_s, warm_pairs=WARM_PAIRS)
     from services.translate.providers.openai_chat import OpenAIChatTranslator
 
     model = entry.split(":", 1)[1] if ":" in entry else "gpt-4.1-nano"

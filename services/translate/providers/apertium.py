@@ -150,9 +150,11 @@ class ApertiumTranslator:
 
     name = "apertium"
 
-    def __init__(self, modes_dir: Path | str = MODES_DIR, timeout_s: float = _TIMEOUT_S):
+    def __init__(self, modes_dir: Path | str = MODES_DIR, timeout_s: float = _TIMEOUT_S,
+                 warm_pairs: Iterable[tuple[str, str]] | None = None):
         self._modes = discover(Path(modes_dir))
         self._timeout_s = timeout_s
+        self._warm_pairs = None if warm_pairs is None else tuple(warm_pairs)
         self._pipelines: dict[tuple[str, str], ApertiumPipeline] = {}
 
     def pairs(self) -> frozenset[tuple[str, str]]:
@@ -174,8 +176,10 @@ class ApertiumTranslator:
         return await self._pipeline(pair).translate(text)
 
     async def warm_up(self, pairs: Iterable[tuple[str, str]] | None = None) -> None:
-        """Start pipelines now: each takes 0.1–1 s to load before its first answer."""
-        chosen = self._modes if pairs is None else pairs
+        """Start pipelines now: each takes 0.1–1 s to load before its first answer (and
+        ~150 MB: all of them together take gigabytes, so a worker warms only a few)."""
+        chosen = pairs or self._warm_pairs or self._modes
+        chosen = [pair for pair in chosen if pair in self._modes]
         await asyncio.gather(*(self.translate("Hello.", *pair) for pair in chosen))
 
     async def close(self) -> None:
