@@ -76,7 +76,7 @@ class Chunker:
         self._utterances = 0
         self._current: int | None = None  # the utterance in progress
         self._buffer: list[bytes] = []  # frames of the chunk in progress
-        self._emitted: list[Chunk] = []  # chunks of the utterance in progress, sent already
+        self._next_index = 0  # of the next chunk in the utterance in progress
         self._silent_frames = 0
         self._utterance_frames = 0
 
@@ -101,11 +101,6 @@ class Chunker:
     def commit(self) -> list[Action]:
         """End the utterance in progress now (push-to-talk); without one, do nothing."""
         return self._finish() if self._current is not None else []
-
-    def in_progress_chunks(self) -> tuple[Chunk, ...]:
-        """Chunks already emitted for the utterance in progress: what to replay to a new
-        STT owner. The audio still buffered follows as later chunks anyway."""
-        return tuple(self._emitted)
 
     def pending_pcm(self) -> bytes:
         """Audio of the utterance in progress not yet emitted as a chunk."""
@@ -152,7 +147,7 @@ class Chunker:
         self._current = self._utterances
         self._buffer = [*self._preroll, frame]
         self._preroll.clear()
-        self._emitted, self._silent_frames, self._utterance_frames = [], 0, 1
+        self._next_index, self._silent_frames, self._utterance_frames = 0, 0, 1
         actions: list[Action] = [SpeechStarted(self._current)]
         while len(self._buffer) >= self._chunk_frames:  # a pre-roll longer than a chunk
             actions.append(self._emit(last=False))
@@ -161,15 +156,15 @@ class Chunker:
     def _emit(self, *, last: bool) -> Chunk:
         assert self._current is not None
         taken = len(self._buffer) if last else self._chunk_frames
-        chunk = Chunk(self._current, len(self._emitted), b"".join(self._buffer[:taken]), last)
+        chunk = Chunk(self._current, self._next_index, b"".join(self._buffer[:taken]), last)
         del self._buffer[:taken]
-        self._emitted.append(chunk)
+        self._next_index += 1
         return chunk
 
     def _finish(self) -> list[Action]:
         utterance = self._current
         assert utterance is not None
         last = self._emit(last=True)
-        self._current, self._emitted = None, []
+        self._current = None
         # The pre-roll was cleared at the start: frames of this utterance never open the next.
         return [last, SpeechStopped(utterance)]
