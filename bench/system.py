@@ -7,11 +7,8 @@ workers' own stage timings.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +17,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from shared.natsd import NatsServer, free_port, nats_server_binary, wait_for_port
-from tests.support.system import REPO, ParleySystem
+from shared.natsd import NatsServer, free_port, start_nats
+from tests.support.system import ParleySystem
 
 
 def taskset(cpus: str | None) -> list[str]:
@@ -30,22 +27,12 @@ def taskset(cpus: str | None) -> list[str]:
 
 @dataclass
 class BenchSystem(ParleySystem):
-    cpus: str | None = None  # e.g. "0": every Parley process runs on that core only
     metrics_ports: dict[str, int] = field(default_factory=dict)
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        # As ParleySystem._spawn, plus taskset and a fixed metrics port for workers.
-        # taskset execs the command, so the Popen pid is the Parley process itself.
-        command = [*taskset(self.cpus), sys.executable, "-m", "services.cli", *args,
-                   "--nats-url", self.nats_url, "--engines", self.engines]
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        if args[0] == "worker":
-            self.metrics_ports[name] = free_port()
-            env["PARLEY_METRICS_PORT"] = str(self.metrics_ports[name])
-        log = open(self.log_dir / f"{name}.log", "ab")
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, env=env)
-        self.processes[name] = process
-        return process
+    def start_worker(self, kind: str, name: str | None = None) -> subprocess.Popen:
+        # A known metrics port per worker: the benchmark reads the workers' stage timings.
+        self.metrics_ports[name or kind] = port = free_port()
+        return self._spawn(name or kind, "worker", kind, env={"PARLEY_METRICS_PORT": str(port)})
 
     def stage_totals(self) -> dict[str, tuple[float, float]]:
         """parley_stage_seconds (sum, count) per stage, summed over every worker."""
@@ -75,22 +62,8 @@ def stage_means_ms(before: dict, after: dict) -> dict[str, dict]:
 
 
 def start_bus(cpus: str | None, log_dir: Path) -> NatsServer:
-    """shared.natsd.start_nats, but under taskset: with --pin-core the bus shares the core."""
-    port, monitor_port = free_port(), free_port()
-    store_dir = tempfile.mkdtemp(prefix="parley-bench-nats-")
-    log = open(log_dir / "nats-server.log", "ab")
-    process = subprocess.Popen(
-        [*taskset(cpus), nats_server_binary(), "-a", "127.0.0.1", "-p", str(port),
-         "-m", str(monitor_port), "-js", "-sd", store_dir],
-        stdout=log, stderr=log,
-    )
-    server = NatsServer(process, port, monitor_port, store_dir)
-    try:
-        wait_for_port(port)
-    except TimeoutError:
-        server.stop()
-        raise
-    return server
+    """With --pin-core the bus shares the core with every other Parley process."""
+    return start_nats(log_file=open(log_dir / "nats-server.log", "ab"), wrapper=tuple(taskset(cpus)))
 
 
 @dataclass
@@ -110,7 +83,7 @@ def running(engines: str, cpus: str | None, log_dir: Path, env: dict[str, str]) 
     """nats-server + edge + stt/translate/tts/tools workers; all stopped on exit."""
     log_dir.mkdir(parents=True, exist_ok=True)
     bus = start_bus(cpus, log_dir)
-    system = BenchSystem(bus.url, None, engines, log_dir, env=env, cpus=cpus)
+    system = BenchSystem(bus.url, None, engines, log_dir, env=env, wrapper=taskset(cpus))
     handle = Running(system, bus)
     try:
         system.start_all()

@@ -15,6 +15,7 @@ import time
 
 from shared.config import Settings
 from shared.natsd import NatsServer, start_nats
+from shared.process import die_with_parent
 from shared.subjects import WORKER_KINDS
 
 log = logging.getLogger("parley.up")
@@ -33,7 +34,7 @@ def _child_command(settings: Settings, *args: str) -> list[str]:
 def _start_children(settings: Settings) -> list[subprocess.Popen]:
     commands = [_child_command(settings, "worker", kind) for kind in WORKER_KINDS]
     commands.append(_child_command(settings, "edge", "--host", settings.host, "--port", str(settings.port)))
-    return [subprocess.Popen(command) for command in commands]
+    return [subprocess.Popen(command, preexec_fn=die_with_parent) for command in commands]
 
 
 def _stop(children: list[subprocess.Popen]) -> int:

@@ -11,6 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.process import die_with_parent
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
@@ -64,15 +66,18 @@ class NatsServer:
                 self.process.wait()
 
 
-def start_nats(port: int = 0, monitor_port: int = 0, store_dir: str | None = None, log_file=None) -> NatsServer:
+def start_nats(port: int = 0, monitor_port: int = 0, store_dir: str | None = None, log_file=None,
+               wrapper: tuple[str, ...] = ()) -> NatsServer:
+    """`wrapper` runs the server through another command that execs it (e.g. taskset)."""
     port = port or free_port()
     monitor_port = monitor_port or free_port()
     store_dir = store_dir or tempfile.mkdtemp(prefix="parley-nats-")
     process = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port),
+        [*wrapper, nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port),
          "-js", "-sd", store_dir],
         stdout=log_file or subprocess.DEVNULL,
         stderr=log_file or subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
     )
     server = NatsServer(process, port, monitor_port, store_dir)
     try:

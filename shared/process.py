@@ -47,3 +47,15 @@ async def wait_for_signal() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for child processes: SIGTERM when the parent dies (Linux), so a parent
+    killed with SIGKILL leaves no orphan behind."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:  # not glibc Linux: orphans are then the caller's to clean up
+        pass

@@ -8,6 +8,7 @@ import tempfile
 from dataclasses import dataclass
 
 from shared.natsd import free_port, wait_for_port
+from shared.process import die_with_parent
 
 
 @dataclass
@@ -33,7 +34,7 @@ def start_redis(port: int = 0) -> RedisServer:
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
          "--dir", tempfile.mkdtemp(prefix="parley-redis-")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )
     wait_for_port(port)
     return RedisServer(process, port)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shared.natsd import free_port
+from shared.process import die_with_parent
 from shared.subjects import WORKER_KINDS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,15 +26,17 @@ class ParleySystem:
     env: dict = field(default_factory=dict)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     edge_ports: dict[str, int] = field(default_factory=dict)
+    wrapper: list[str] = field(default_factory=list)  # e.g. taskset: it execs the command
 
-    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        command = [sys.executable, "-m", "services.cli", *args, "--nats-url", self.nats_url,
-                   "--engines", self.engines]
+    def _spawn(self, name: str, *args: str, env: dict | None = None) -> subprocess.Popen:
+        command = [*self.wrapper, sys.executable, "-m", "services.cli", *args,
+                   "--nats-url", self.nats_url, "--engines", self.engines]
         if self.redis_url:
             command += ["--redis-url", self.redis_url]
         log = open(self.log_dir / f"{name}.log", "ab")
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
-        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, env=env)
+        env = {**os.environ, **self.env, **(env or {}), "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=log, env=env,
+                                   preexec_fn=die_with_parent)
         self.processes[name] = process
         return process
 
@@ -94,7 +97,11 @@ class ParleySystem:
         return codes
 
     def start_all(self) -> None:
-        for kind in WORKER_KINDS:
-            self.start_worker(kind)
-        self.start_edge()
-        self.wait_ready()
+        try:
+            for kind in WORKER_KINDS:
+                self.start_worker(kind)
+            self.start_edge()
+            self.wait_ready()
+        except BaseException:
+            self.stop_all()  # a fixture that fails to start never reaches its teardown
+            raise
