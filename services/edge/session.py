@@ -292,7 +292,8 @@ class Session:
     async def _detach(self) -> None:
         """The connection is gone: finish the utterance in progress so its results are kept
         for a resume; end the session for good when the client said so."""
-        self.ctx.live.pop(self.sid, None)
+        if self.ctx.live.get(self.sid) is self:  # a resume may already have replaced us here
+            del self.ctx.live[self.sid]
         if self.chunker is not None and not self.ended:
             try:
                 await self._audio(self.chunker.commit())
@@ -307,7 +308,7 @@ class Session:
             await self.stt.stop()
         if self.ended:
             await release_session(self.ctx, self.record)
-        else:
+        elif await self.ctx.store.generation(self.sid) == self.generation:  # not resumed meanwhile
             await self.ctx.store.save_session(self.record, self.ctx.settings.resume_window_s)
             self.ctx.schedule_expiry(self.record, self.generation)
 

@@ -198,3 +198,21 @@ async def test_stream_frames_of_every_supported_rate(bench_parley):
         samples = np.frombuffer(client.audio(), dtype=np.int16)
         assert len(samples) == 8000
         await client.close()
+
+
+async def test_resume_while_the_old_connection_is_still_open(bench_parley):
+    """The client reconnects before the edge noticed the drop: the new connection wins, and
+    the old one closing later does not end or shorten the session."""
+    old = await started_client(bench_parley)
+    started = old.of_type("session.started")[0]
+    new = await ProtocolClient.connect(bench_parley.ws_url())
+    await new.send({"type": "session.resume", "session_id": started["session_id"],
+                    "resume_token": started["resume_token"], "last_seq": 0})
+    assert (await new.wait_type("session.started"))["resumed"] is True
+    await old.close()
+    await new.stream(TONE_2S[:16000] + SILENCE_1S, realtime=False)
+    final = await new.wait_type("transcript.final")
+    assert final["utterance_id"].startswith(started["session_id"] + "-2-")  # the new generation
+    await new.send({"type": "ping", "id": 1})
+    await new.wait_type("pong")
+    await new.close()
