@@ -157,8 +157,8 @@ class ToolRegistry:
 @dataclass(slots=True)
 class StepBudget:
     """Model rounds that asked for tools in one turn. A round counts once however many
-    calls it makes in parallel; when the budget is spent the driver asks the model for a
-    final answer without tools."""
+    calls it makes in parallel; when the budget is spent the turn ends with reason
+    "step_limit" (services/tools/turn.py)."""
 
     max_steps: int = 8
     used: int = 0
