@@ -76,23 +76,11 @@ class FallbackTranslator(Chain):
         return frozenset().union(*(m.provider.pairs() for m in self.members))
 
     async def translate(self, text: str, source: str, target: str) -> str:
-        what = f"{source}→{target}"
-        members, preferred = self.route(lambda p: supports_pair(p.pairs(), source, target), what)
-        tried: list[str] = []
-        for m in members:
-            if not m.allow():
-                tried.append(f"{m.key} (circuit open)")
-                continue
-            try:
-                result = await self.retry.run(lambda: m.provider.translate(text, source, target))
-            except ParleyError as exc:
-                self.failed(m, exc, tried)
-                continue
-            m.succeeded()
-            self.serve(m, preferred, done=True)
-            return result
-        self.serve(None, preferred, done=True)
-        raise self.exhausted(what, tried)
+        m, result = await self.first_success(
+            lambda p: supports_pair(p.pairs(), source, target), f"{source}→{target}",
+            lambda p: p.translate(text, source, target))
+        m.succeeded()
+        return result
 
     async def probe(self, provider: Translator) -> None:
         pairs = provider.pairs()
@@ -135,28 +123,15 @@ class FallbackSynthesizer(Chain):
 
     async def synthesize(self, text: str, language: str, voice: str | None,
                          sample_rate: int) -> AsyncIterator[bytes]:
-        members, preferred = self.route(lambda p: speaks(p.languages, language), language)
-        tried: list[str] = []
-        for m in members:
-            if not m.allow():
-                tried.append(f"{m.key} (circuit open)")
-                continue
-            try:
-                stream, first = await self.retry.run(lambda: _first_chunk(
-                    m.provider.synthesize(text, language, voice, sample_rate)))
-            except ParleyError as exc:
-                self.failed(m, exc, tried)
-                continue
-            self.serve(m, preferred, done=True)
-            rest = self._rest(m, stream, first)
-            try:
-                async for chunk in rest:
-                    yield chunk
-            finally:  # a consumer that stops early closes the vendor's stream now
-                await rest.aclose()
-            return
-        self.serve(None, preferred, done=True)
-        raise self.exhausted(language, tried)
+        m, (stream, first) = await self.first_success(
+            lambda p: speaks(p.languages, language), language,
+            lambda p: _first_chunk(p.synthesize(text, language, voice, sample_rate)))
+        rest = self._rest(m, stream, first)
+        try:
+            async for chunk in rest:
+                yield chunk
+        finally:  # a consumer that stops early closes the vendor's stream now
+            await rest.aclose()
 
     async def _rest(self, m: Member, stream, first: bytes) -> AsyncIterator[bytes]:
         """The audio after the first chunk: from the same provider, whatever happens."""

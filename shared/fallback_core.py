@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -160,6 +160,26 @@ class Chain:
         SERVED_BY.set(Served(self.capability, member.key if member else None, preferred))
         if done and member is not None and member.key != preferred:
             count_fallback(self.capability, member.key)
+
+    async def first_success(self, supports: Callable[[object], bool], what: str,
+                            call: Callable[[object], Awaitable]) -> tuple[Member, object]:
+        """Try the supporting members in order, each through the retry policy, until one
+        answers; tell the caller's context who served. Raises when every one failed."""
+        members, preferred = self.route(supports, what)
+        tried: list[str] = []
+        for m in members:
+            if not m.allow():
+                tried.append(f"{m.key} (circuit open)")
+                continue
+            try:
+                result = await self.retry.run(lambda: call(m.provider))
+            except ParleyError as exc:
+                self.failed(m, exc, tried)
+                continue
+            self.serve(m, preferred, done=True)
+            return m, result
+        self.serve(None, preferred, done=True)
+        raise self.exhausted(what, tried)
 
     def failed(self, member: Member, exc: BaseException, tried: list[str]) -> None:
         member.failed(exc)

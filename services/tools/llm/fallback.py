@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
-from functools import partial
 from typing import NoReturn
 
 from services.tools.llm.provider import LlmEvent, LlmProvider, TurnEnd, user_message
@@ -54,25 +53,12 @@ class FallbackLlm(Chain):
 
     async def stream(self, messages: list[dict], tools: list[dict], *,
                      instructions: str | None = None) -> AsyncIterator[LlmEvent]:
-        members, preferred = self.route(lambda provider: True, _WHAT)
-        tried: list[str] = []
-        for m in members:
-            if not m.allow():
-                tried.append(f"{m.key} (circuit open)")
-                continue
-            try:
-                opened = await self.retry.run(partial(
-                    _open_turn, m.provider, messages, tools, instructions))
-            except ParleyError as exc:
-                self.failed(m, exc, tried)
-                continue
-            self.serve(m, preferred, done=True)
-            async with aclosing(self._committed(m, *opened)) as events:
-                async for event in events:
-                    yield event
-            return
-        self.serve(None, preferred, done=True)
-        raise self.exhausted(_WHAT, tried)
+        m, opened = await self.first_success(
+            lambda provider: True, _WHAT,
+            lambda provider: _open_turn(provider, messages, tools, instructions))
+        async with aclosing(self._committed(m, *opened)) as events:
+            async for event in events:
+                yield event
 
     async def _committed(self, m: Member, stream: AsyncIterator[LlmEvent],
                          first: LlmEvent) -> AsyncIterator[LlmEvent]:
