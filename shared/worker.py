@@ -22,7 +22,7 @@ from nats.micro.service import EndpointConfig, Request, Service, ServiceConfig
 
 from shared import bus, metrics
 from shared.config import Settings
-from shared.messages import Capabilities, decode, encode
+from shared.messages import Capabilities, TranslateWork, TtsWork, decode, encode
 from shared.process import wait_for_signal
 from shared.subjects import Subjects
 
@@ -167,14 +167,22 @@ async def _handle_msg(runtime: Runtime, work_kind: str, handle: WorkHandler, msg
         await msg.nak(delay=0.5)
 
 
+def _listeners_of(work: object) -> tuple[str, list[str]]:
+    """(utterance id, session ids) of the clients waiting for a unit of work."""
+    match work:
+        case TtsWork(utterance_id=utterance, recipients=recipients):
+            return utterance, list(recipients)
+        case TranslateWork(utterance_id=utterance, listeners=listeners):
+            return utterance, [listener.sid for listener in listeners]
+    return "?", []
+
+
 async def _warn_expired(runtime: Runtime, work_kind: str, work: object) -> None:
-    recipients = getattr(work, "recipients", None) or [
-        listener.sid for listener in getattr(work, "listeners", ())
-    ]
+    utterance, recipients = _listeners_of(work)
     event = {
         "type": "warning",
         "code": "deadline_exceeded",
-        "message": f"{work_kind} for utterance {getattr(work, 'utterance_id', '?')} came too late and was dropped",
+        "message": f"{work_kind} for utterance {utterance} came too late and was dropped",
     }
     for sid in recipients:
         await bus.publish_event(runtime.js, runtime.subjects, sid, event)
