@@ -1,7 +1,8 @@
 """Tools worker: joins the system and consumes `parley.work.tools`.
 
-Assistant mode (client-registered tools, webhooks) is not built yet; until it is, every
-tool work item is answered with a `tool_error` event so nothing waits forever.
+Assistant mode is not wired yet (docs/ARCHITECTURE.md, "Assistant mode — planned
+design"): nothing publishes tool work today, so an item that arrives is logged and dropped
+rather than left to be redelivered for ever.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from shared import bus
 from shared.config import Settings
 from shared.messages import Capabilities
 from shared.worker import Runtime, consume_work, run_worker
@@ -22,11 +22,7 @@ async def main(settings: Settings) -> None:
 
     async def start(runtime: Runtime) -> None:
         async def handle(work, msg) -> None:
-            sid = getattr(work, "sid", None)
-            log.warning("tool work received but assistant mode is not available yet")
-            if sid:
-                event = {"type": "warning", "code": "tool_error", "message": "tools are not available yet"}
-                await bus.publish_event(runtime.js, runtime.subjects, sid, event)
+            log.warning("dropping %s work: assistant mode is not available yet", type(work).__name__)
 
         runtime.tasks.append(asyncio.create_task(consume_work(runtime, "tools", handle, 4)))
 
