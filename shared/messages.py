@@ -43,6 +43,32 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolDecl:
+    """One function a client registered (schema already checked by the edge)."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON Schema; read-only
+    timeout_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Assistant:
+    """An assistant session's configuration, as the edge holds it now.
+
+    It travels with the session (claim, ctl updates, each turn's work item) rather than
+    through shared state, so the embedded default needs no Redis.
+    """
+
+    instructions: str
+    tools: tuple[ToolDecl, ...]
+    language: str
+    output_sample_rate: int
+    voice: str | None = None
+    engine: str = "pipeline"  # "pipeline" (STT → LLM → TTS) or "realtime" (speech to speech)
+
+
+@dataclass(frozen=True, slots=True)
 class AudioChunk:
     """Edge → STT owner: one chunk of an utterance (PCM16LE mono)."""
 
@@ -65,6 +91,7 @@ class SttClaim:
     sample_rate: int
     route: Route
     principal: str = "anonymous"
+    assistant: Assistant | None = None  # set: finals become assistant turns, not translations
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +134,67 @@ class SessionEnd:
 
 
 @dataclass(frozen=True, slots=True)
+class AssistantUpdate:
+    """Edge → session workers on ``parley.ctl.<sid>``: tools or instructions changed."""
+
+    TAG: ClassVar[str] = "ctl.assistant"
+    sid: str
+    assistant: Assistant
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResponse:
+    """Edge → session workers on ``parley.ctl.<sid>``: barge-in; stop the reply now."""
+
+    TAG: ClassVar[str] = "ctl.cancel"
+    sid: str
+    response_id: str = ""  # "" = whatever reply is in progress
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPresence:
+    """Edge → session workers on ``parley.ctl.<sid>``: the client dropped or came back, so
+    a tool call waits for the resume window instead of its own timeout, and is sent again."""
+
+    TAG: ClassVar[str] = "ctl.presence"
+    sid: str
+    connected: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantTurn:
+    """STT owner → tools queue: the user said `text`; answer it."""
+
+    TAG: ClassVar[str] = "work.assistant"
+    sid: str
+    utterance_id: str
+    text: str
+    assistant: Assistant
+    principal: str = "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAnswer:
+    """Edge → turn runner, a request on ``parley.toolres.<sid>``: the client's tool.result."""
+
+    TAG: ClassVar[str] = "tool.answer"
+    sid: str
+    call_id: str
+    output: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolAnswerAck:
+    """Turn runner → edge: whether a pending call took the answer."""
+
+    TAG: ClassVar[str] = "tool.ack"
+    call_id: str
+    accepted: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class TranslateWork:
     """STT → translate queue: render one final transcript into one target language."""
 
@@ -133,6 +221,8 @@ class TtsWork:
     recipients: tuple[str, ...]
     speaker: str = ""  # whose utterance this is: usage and cost are theirs
     principal: str = "anonymous"
+    response_id: str = ""  # set: one sentence (`segment`) of an assistant reply; no audio.done
+    segment: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +255,12 @@ MESSAGE_TYPES: dict[str, type] = {
         SttLease,
         RouteUpdate,
         SessionEnd,
+        AssistantUpdate,
+        CancelResponse,
+        ClientPresence,
+        AssistantTurn,
+        ToolAnswer,
+        ToolAnswerAck,
         TranslateWork,
         TtsWork,
         ClientEvent,
@@ -177,6 +273,11 @@ _NESTED = {
     (SttClaim, "route"): "route",
     (RouteUpdate, "route"): "route",
     (TranslateWork, "listeners"): "listeners",
+    (SttClaim, "assistant"): "assistant",
+    (AssistantUpdate, "assistant"): "assistant",
+    (AssistantTurn, "assistant"): "assistant",
+    (ToolAnswer, "output"): "raw",
+    (ClientEvent, "event"): "raw",
 }
 
 
@@ -198,6 +299,13 @@ def _listeners(raw: list) -> tuple[Listener, ...]:
 
 def _route(raw: dict) -> Route:
     return Route(captions_to=tuple(raw["captions_to"]), listeners=_listeners(raw["listeners"]))
+
+
+def _assistant(raw: dict | None) -> Assistant | None:
+    if raw is None:
+        return None
+    tools = tuple(ToolDecl(**item) for item in raw["tools"])
+    return Assistant(**{**raw, "tools": tools})
 
 
 def encode(message: Any) -> bytes:
@@ -226,6 +334,10 @@ def decode(payload: bytes) -> Any:
                 body[name] = _route(value)
             elif kind == "listeners":
                 body[name] = _listeners(value)
+            elif kind == "assistant":
+                body[name] = _assistant(value)
+            elif kind == "raw":
+                pass  # JSON from a client: kept exactly as it came
             elif isinstance(value, list):  # msgpack has no tuples; ours are immutable
                 body[name] = _tuples(value)
         return cls(**body)

@@ -33,13 +33,17 @@ class SessionRecord:
     voice: str | None
     principal: str = "anonymous"
     created_at: float = 0.0
+    instructions: str | None = None  # assistant mode
+    tools: tuple[dict, ...] = ()  # assistant mode: the client's registered tools, as sent
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> "SessionRecord":
-        return cls(**json.loads(raw))
+        fields = json.loads(raw)
+        fields["tools"] = tuple(fields.get("tools", ()))
+        return cls(**fields)
 
 
 class Store(Protocol):

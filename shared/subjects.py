@@ -40,6 +40,17 @@ class Subjects:
     def ctl(self, sid: str) -> str:
         return f"{self.prefix}.ctl.{token(sid)}"
 
+    def tool_answers(self, sid: str) -> str:
+        return f"{self.prefix}.toolres.{token(sid)}"
+
+    @property
+    def tts_speak(self) -> str:
+        return f"{self.prefix}.tts.speak"
+
+    @property
+    def realtime_claim(self) -> str:
+        return f"{self.prefix}.realtime.claim"
+
     def caps(self, kind: str) -> str:
         return f"{self.prefix}.caps.{token(kind)}"
 
