@@ -1,0 +1,1 @@
+"""OpenAI Realtime bridge: assistant sessions that run speech to speech upstream."""
