@@ -1,4 +1,5 @@
-"""The edge process: WebSocket protocol at /v1/stream, health, metrics and the web page."""
+"""The edge process: WebSocket protocol at /v1/stream (and OpenAI Realtime at /v1/realtime),
+health, metrics and the web page."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import mimetypes
 from http import HTTPStatus
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import prometheus_client
 from websockets.asyncio.server import ServerConnection, serve
@@ -15,6 +17,8 @@ from websockets.http11 import Request, Response
 
 from services.edge.capabilities import CapabilityCache
 from services.edge.context import EdgeContext
+from services.edge.realtime_api import RealtimeTranslator
+from services.edge.realtime_socket import RealtimeSocket
 from services.edge.session import Session, release_session
 from shared import bus
 from shared.config import Settings
@@ -26,6 +30,7 @@ log = logging.getLogger("parley.edge")
 
 WEB_ROOT = Path(__file__).parent / "web"
 STREAM_PATH = "/v1/stream"
+REALTIME_PATH = "/v1/realtime"  # OpenAI Realtime API (GA) clients: base URL http://<edge>/v1
 MAX_WS_FRAME_BYTES = 1 << 20
 DRAIN_TIMEOUT_S = 10.0  # beyond our own limits, so oversized frames get a polite error
 
@@ -53,7 +58,7 @@ class Edge:
 
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        if path == STREAM_PATH:
+        if path in (STREAM_PATH, REALTIME_PATH):
             return None  # go on with the WebSocket handshake
         if path == "/healthz":
             return _response(HTTPStatus.OK, b"ok\n", "text/plain")
@@ -73,7 +78,12 @@ class Edge:
         return _response(HTTPStatus.OK, b"ready\n", "text/plain")
 
     async def handle(self, ws: ServerConnection) -> None:
-        await Session(self.ctx, ws).run()
+        url = urlsplit(ws.request.path)
+        if url.path == REALTIME_PATH:  # the same Session, through a Realtime translator
+            model = parse_qs(url.query).get("model", ["gpt-realtime"])[0]
+            await Session(self.ctx, RealtimeSocket(ws, RealtimeTranslator(model))).run()
+        else:
+            await Session(self.ctx, ws).run()
 
 
 async def main(settings: Settings) -> None:

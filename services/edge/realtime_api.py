@@ -1,0 +1,514 @@
+"""OpenAI Realtime API (GA) ⇄ Parley client protocol v1: a pure translator, no I/O.
+
+`RealtimeSocket` runs one `Session` over it, so /v1/realtime is the Parley protocol seen
+through Realtime's vocabulary (docs/PROTOCOL-NOTES.md, "/v1/realtime", has the client's
+view). The choices that shape it:
+- The session starts implicitly in assistant mode at 24 kHz both ways (Realtime's audio/pcm).
+  `session.update`s sent before any other event fold into that `session.start`
+  (instructions, transcription language); after it only tools and modalities can change.
+- Parley always endpoints speech itself, so `input_audio_buffer.committed` comes from
+  Parley's `speech.stopped` — whether silence or `commit` ended the utterance — once per
+  utterance, never for a buffer in which no speech was heard.
+- Parley answers every utterance and continues after tool results by itself; a Parley
+  reply is cut into Realtime responses at each tool call (a response with a function call
+  ends with it, as Realtime clients expect). `response.create` only opens the response the
+  next reply will fill, so its `response.created` comes at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import json
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.edge import wire
+
+RATE_HZ = 24000  # Realtime's audio/pcm: PCM16LE mono at 24 kHz, in and out
+FRAME_BYTES = 2 * RATE_HZ  # Parley takes at most 1 s of audio per frame
+PCM = {"type": "audio/pcm", "rate": RATE_HZ}
+_KEPT_IDS = 64  # recent Parley replies remembered, to drop their late events
+_LANGUAGE = re.compile(r"([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*")
+_STATUS = {"completed": "completed", "cancelled": "cancelled", "failed": "failed",
+           "step_limit": "incomplete"}
+_ERROR_TYPES = {"rate_limited": "rate_limit_error", "internal": "server_error",
+                "provider_unavailable": "server_error"}
+_UNSUPPORTED = ("conversation.item.truncate", "conversation.item.delete",
+                "conversation.item.retrieve", "output_audio_buffer.clear")
+
+ParleyMessage = dict | bytes  # a text message, or a binary frame of PCM16LE audio
+
+
+@dataclass
+class Translation:
+    to_parley: list[ParleyMessage] = field(default_factory=list)
+    to_client: list[dict] = field(default_factory=list)  # Realtime server events, sent now
+
+
+class _Bad(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+@dataclass
+class _Response:
+    """One Realtime response; `parley_id` None until a Parley reply fills it."""
+    id: str
+    parley_id: str | None
+    output: list[dict] = field(default_factory=list)
+    message: dict | None = None  # the assistant message being spoken, while open
+    transcript: str = ""
+
+
+class RealtimeTranslator:
+    def __init__(self, model: str = "gpt-realtime") -> None:
+        self.model = model
+        self.started = False
+        self.session_id: str | None = None
+        self.language = "en"
+        self.instructions = ""
+        self.audio_out = True  # output_modalities ["audio"]; False: ["text"]
+        self._ids = itertools.count(1)
+        self._tools: dict[str, dict] = {}  # wanted: name → tool.register message
+        self._registered: dict[str, dict] = {}  # sent to Parley
+        self._early_update = False
+        self._samples_in = 0
+        self._items: dict[str, str] = {}  # Parley utterance_id → Realtime item id
+        self._partials: dict[str, str] = {}
+        self._last_item: str | None = None
+        self._active: _Response | None = None
+        self._seen: deque[str] = deque(maxlen=_KEPT_IDS)
+        self._finished: deque[str] = deque(maxlen=_KEPT_IDS)
+
+    # ------------------------------------------------------------ client → Parley
+
+    def start(self) -> Translation:
+        """The implicit `session.start`, with the tools asked for so far."""
+        self.started = True
+        start = {"type": "session.start", "mode": "assistant", "language": self.language,
+                 "input_sample_rate": RATE_HZ, "output_sample_rate": RATE_HZ,
+                 "tools": [_fields(t) for t in self._tools.values()]}
+        if self.instructions:
+            start["instructions"] = self.instructions
+        self._registered = dict(self._tools)
+        return Translation([start])
+
+    def client_event(self, frame: str | bytes) -> Translation:
+        """One Realtime client frame. Bad input yields an `error` event and changes nothing."""
+        out, event_id = Translation(), None
+        try:
+            if isinstance(frame, bytes):
+                raise _Bad("invalid_value", "binary frames are not part of the Realtime API; "
+                           "send audio with input_audio_buffer.append")
+            obj = _load(frame)
+            event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
+            handler = self._handler(obj.get("type"))
+            if not self.started and obj["type"] != "session.update":
+                out = self.start()
+            handler(obj, out)
+        except _Bad as bad:
+            out.to_client.append(self._error("invalid_request_error", bad.code, bad.message,
+                                             bad.param, event_id))
+        return out
+
+    def _handler(self, kind: Any):
+        handlers = {"session.update": self._session_update,
+                    "input_audio_buffer.append": self._append,
+                    "input_audio_buffer.commit": self._commit,
+                    "input_audio_buffer.clear": self._clear,
+                    "conversation.item.create": self._item_create,
+                    "response.create": self._response_create,
+                    "response.cancel": self._response_cancel}
+        if not isinstance(kind, str):
+            raise _Bad("invalid_value", "an event must be a JSON object with a string field 'type'", "type")
+        if kind in _UNSUPPORTED:
+            raise _Bad("unsupported_event", f"{kind} is not supported by Parley", "type")
+        if kind not in handlers:
+            raise _Bad("invalid_value", f"unknown event type {_show(kind)}", "type")
+        return handlers[kind]
+
+    def _session_update(self, obj: dict, out: Translation) -> None:
+        session = _get(obj, "session", dict)
+        language = _dig(session, "audio", "input", "transcription", "language")
+        instructions = _get(session, "instructions", str, required=False)
+        tools = self._parse_tools(session.get("tools"))
+        modalities = _get(session, "output_modalities", list, required=False)
+        for side in ("input", "output"):
+            fmt = _dig(session, "audio", side, "format")
+            if fmt is not None and (not isinstance(fmt, dict) or {**PCM, **fmt} != PCM):
+                raise _Bad("invalid_value", "Parley speaks audio/pcm at 24000 Hz only",
+                           f"session.audio.{side}.format")
+        if modalities is not None and modalities not in (["audio"], ["text"]):
+            raise _Bad("invalid_value", "output_modalities must be ['audio'] or ['text']",
+                       "session.output_modalities")
+        if language is not None:
+            if not isinstance(language, str) or not _LANGUAGE.fullmatch(language):
+                raise _Bad("invalid_value", f"not a language tag: {_show(language)}",
+                           "session.audio.input.transcription.language")
+            language = _LANGUAGE.fullmatch(language).group(1).lower()
+        fixed = [name for name, new, old in (("instructions", instructions, self.instructions),
+                                             ("language", language, self.language))
+                 if self.started and new is not None and new != old]
+        if not self.started:
+            self.language = language or self.language
+            self.instructions = self.instructions if instructions is None else instructions
+            self._early_update = True
+        if modalities is not None:
+            self.audio_out = modalities == ["audio"]
+        if tools is not None:
+            self._tools = tools
+            if self.started:
+                out.to_parley += self._sync_tools()
+        if self.started:
+            out.to_client.append(self._event("session.updated", session=self._session()))
+        if fixed:
+            out.to_client.append(self._error(
+                "invalid_request_error", "unsupported_update",
+                f"{' and '.join(fixed)} can only be set before the session starts "
+                "(in session.update events sent before any other event); kept as they were",
+                "session." + fixed[0]))
+
+    def _parse_tools(self, tools: Any) -> dict[str, dict] | None:
+        if tools is None:
+            return None
+        if not isinstance(tools, list):
+            raise _Bad("invalid_value", "tools must be an array", "session.tools")
+        parsed: dict[str, dict] = {}
+        for i, tool in enumerate(tools):
+            where = f"session.tools[{i}]"
+            if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+                raise _Bad("invalid_value", "Parley supports tools of type 'function' only", where)
+            register = {"type": "tool.register", "name": tool.get("name"),
+                        "description": tool.get("description") or "",
+                        "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+            try:  # the same checks the edge makes, so a bad tool is refused here with its index
+                wire.parse_text(json.dumps(register), wire.Limits())
+            except (wire.ProtocolError, TypeError, ValueError) as exc:
+                raise _Bad("invalid_value", getattr(exc, "message", str(exc)), where) from None
+            if register["name"] in parsed:
+                raise _Bad("invalid_value", f"tool {register['name']!r} is listed twice", where)
+            parsed[register["name"]] = register
+        return parsed
+
+    def _sync_tools(self) -> list[dict]:
+        """`tool.unregister` for dropped tools, `tool.register` for new or changed ones."""
+        messages: list[dict] = [{"type": "tool.unregister", "name": name}
+                                for name in self._registered if name not in self._tools]
+        messages += [tool for name, tool in self._tools.items() if self._registered.get(name) != tool]
+        self._registered = dict(self._tools)
+        return messages
+
+    def _append(self, obj: dict, out: Translation) -> None:
+        try:
+            pcm = base64.b64decode(_get(obj, "audio", str), validate=True)
+        except (binascii.Error, ValueError):
+            raise _Bad("invalid_value", "audio is not valid base64", "audio") from None
+        if not pcm or len(pcm) % 2:
+            raise _Bad("invalid_value", "audio must hold whole PCM16 samples", "audio")
+        self._samples_in += len(pcm) // 2
+        out.to_parley += [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
+
+    def _commit(self, obj: dict, out: Translation) -> None:
+        out.to_parley.append({"type": "input_audio.commit"})  # `committed` follows speech.stopped
+
+    def _clear(self, obj: dict, out: Translation) -> None:
+        # Audio goes to recognition as it arrives: there is no buffer left to drop.
+        out.to_client.append(self._event("input_audio_buffer.cleared"))
+
+    def _item_create(self, obj: dict, out: Translation) -> None:
+        item = _get(obj, "item", dict)
+        if item.get("type") != "function_call_output":
+            raise _Bad("unsupported_item", "Parley takes function_call_output items only; "
+                       "the user speaks through input_audio_buffer", "item.type")
+        call_id, text = _get(item, "call_id", str, where="item."), _get(item, "output", str, where="item.")
+        out.to_parley.append({"type": "tool.result", "call_id": call_id, "output": _json_or_text(text)})
+        item = {"id": item.get("id") if isinstance(item.get("id"), str) else self._id("item"),
+                "object": "realtime.item", "type": "function_call_output", "call_id": call_id,
+                "output": text, "status": "completed"}
+        out.to_client += self._item_events(item)
+
+    def _response_create(self, obj: dict, out: Translation) -> None:
+        if self._active is None:  # else the response in progress is the one asked for
+            out.to_client += self._open(None)
+
+    def _response_cancel(self, obj: dict, out: Translation) -> None:
+        out.to_parley.append({"type": "response.cancel"})
+        if self._active is not None:
+            if self._active.parley_id:
+                self._finished.append(self._active.parley_id)  # Parley drops the rest of it too
+            out.to_client += self._close("cancelled", "client_cancelled")
+
+    # ------------------------------------------------------------ Parley → client
+
+    def parley_event(self, event: dict) -> list[dict]:
+        """One Parley server event → the Realtime events it means (often none)."""
+        handler = {"session.started": self._started, "speech.started": self._speech_started,
+                   "speech.stopped": self._speech_stopped, "transcript.partial": self._partial,
+                   "transcript.final": self._final, "response.text": self._text,
+                   "audio.delta": self._audio, "tool.call": self._tool_call,
+                   "response.done": self._done, "error": self._parley_error,
+                   }.get(event.get("type"))
+        # audio.done: the message's audio ends at its tool call or response.done anyway;
+        # usage, warning, pong, session.ended, translation: Realtime has no counterpart.
+        return handler(event) if handler else []
+
+    def _started(self, event: dict) -> list[dict]:
+        self.session_id = "sess_" + str(event.get("session_id"))
+        self.language = event.get("language") or self.language
+        events = [self._event("session.created", session=self._session())]
+        if self._early_update:
+            events.append(self._event("session.updated", session=self._session()))
+        return events
+
+    def _speech_started(self, event: dict) -> list[dict]:
+        return [self._event("input_audio_buffer.speech_started", item_id=self._item(event),
+                            audio_start_ms=self._ms_in())]
+
+    def _speech_stopped(self, event: dict) -> list[dict]:
+        item_id = self._item(event)
+        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+                "status": "completed", "content": [{"type": "input_audio", "transcript": None}]}
+        return [self._event("input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=self._ms_in()),
+                self._event("input_audio_buffer.committed", item_id=item_id,
+                            previous_item_id=self._last_item),
+                *self._item_events(item)]
+
+    def _partial(self, event: dict) -> list[dict]:
+        # Realtime streams appended text; a Parley partial is the whole hypothesis so far.
+        key, text = str(event.get("utterance_id")), str(event.get("text") or "")
+        before, self._partials[key] = self._partials.get(key, ""), text
+        if not text.startswith(before) or text == before:
+            return []
+        return [self._event("conversation.item.input_audio_transcription.delta",
+                            item_id=self._item(event), content_index=0, delta=text[len(before):])]
+
+    def _final(self, event: dict) -> list[dict]:
+        self._partials.pop(str(event.get("utterance_id")), None)
+        return [self._event("conversation.item.input_audio_transcription.completed",
+                            item_id=self._item(event), content_index=0,
+                            transcript=str(event.get("text") or ""))]
+
+    def _text(self, event: dict) -> list[dict]:
+        events, r = self._take(event)
+        if r is None:
+            return events
+        events += self._message(r)
+        delta = (" " if r.transcript else "") + str(event.get("text") or "")
+        r.transcript += delta
+        kind = "response.output_audio_transcript.delta" if self.audio_out else "response.output_text.delta"
+        return events + [self._event(kind, **self._where(r), delta=delta)]
+
+    def _audio(self, event: dict) -> list[dict]:
+        if not self.audio_out:
+            return []
+        events, r = self._take(event)
+        if r is None:
+            return events
+        events += self._message(r)
+        return events + [self._event("response.output_audio.delta", **self._where(r),
+                                     delta=event.get("audio") or "")]
+
+    def _tool_call(self, event: dict) -> list[dict]:
+        events, r = self._take(event)
+        if r is None:
+            return events
+        events += self._close_message(r)
+        arguments = json.dumps(event.get("arguments", {}), separators=(",", ":"))
+        item = {"id": self._id("item"), "object": "realtime.item", "type": "function_call",
+                "status": "in_progress", "call_id": event.get("call_id"), "name": event.get("name"),
+                "arguments": ""}
+        r.output.append(item)
+        at = {"response_id": r.id, "output_index": len(r.output) - 1}
+        events.append(self._event("response.output_item.added", **at, item=dict(item)))
+        events.append(self._event("conversation.item.added", item=dict(item),
+                                  previous_item_id=self._last_item))
+        item.update(status="completed", arguments=arguments)
+        events.append(self._event("response.function_call_arguments.done", **at, item_id=item["id"],
+                                  call_id=item["call_id"], name=item["name"], arguments=arguments))
+        events.append(self._event("response.output_item.done", **at, item=dict(item)))
+        events.append(self._event("conversation.item.done", item=dict(item)))
+        self._last_item = item["id"]
+        return events + self._close("completed")  # the client answers, then Parley goes on
+
+    def _done(self, event: dict) -> list[dict]:
+        pid = _parley_id(event)
+        status = _STATUS.get(event.get("status"), "incomplete")
+        reason = "turn_detected" if status == "cancelled" else None  # the client's are closed already
+        if pid in self._finished:
+            return []
+        self._finished.append(pid)
+        r = self._active
+        if r is not None and r.parley_id in (pid, None):
+            return self._close(status, reason)
+        if r is None and pid not in self._seen:  # a reply that said nothing: still one response
+            return self._open(pid) + self._close(status, reason)
+        return []
+
+    def _parley_error(self, event: dict) -> list[dict]:
+        code = str(event.get("code") or "internal")
+        return [self._error(_ERROR_TYPES.get(code, "invalid_request_error"), code,
+                            str(event.get("message") or ""))]
+
+    # ------------------------------------------------------------ responses and items
+
+    def _take(self, event: dict) -> tuple[list[dict], _Response | None]:
+        """The response this Parley reply's output belongs in, opened when needed."""
+        pid = _parley_id(event)
+        if pid in self._finished:
+            return [], None  # late output of a finished or cancelled reply
+        events: list[dict] = []
+        if self._active is not None and self._active.parley_id not in (None, pid):
+            events += self._close("incomplete")  # a new reply began before the old one ended
+        if self._active is None:
+            events += self._open(pid)
+        self._active.parley_id = pid
+        if pid not in self._seen:
+            self._seen.append(pid)
+        return events, self._active
+
+    def _open(self, pid: str | None) -> list[dict]:
+        self._active = _Response(self._id("resp"), pid)
+        return [self._event("response.created", response=self._response(self._active, "in_progress"))]
+
+    def _close(self, status: str, reason: str | None = None) -> list[dict]:
+        r, self._active = self._active, None
+        events = self._close_message(r)
+        details = None if status == "completed" else {"type": status, "reason": reason}
+        return events + [self._event("response.done", response=self._response(r, status, details))]
+
+    def _message(self, r: _Response) -> list[dict]:
+        if r.message is not None:
+            return []
+        r.message = {"id": self._id("item"), "object": "realtime.item", "type": "message",
+                     "role": "assistant", "status": "in_progress", "content": []}
+        r.output.append(r.message)
+        part = {"type": "audio", "transcript": ""} if self.audio_out else {"type": "text", "text": ""}
+        where = self._where(r)
+        return [self._event("response.output_item.added", response_id=r.id,
+                            output_index=where["output_index"], item=_copy(r.message)),
+                self._event("conversation.item.added", item=_copy(r.message), previous_item_id=self._last_item),
+                self._event("response.content_part.added", **where, part=part)]
+
+    def _close_message(self, r: _Response) -> list[dict]:
+        if r.message is None:
+            return []
+        where = self._where(r)
+        if self.audio_out:
+            content, part = {"type": "output_audio", "transcript": r.transcript}, {"type": "audio", "transcript": r.transcript}
+            events = [self._event("response.output_audio.done", **where),
+                      self._event("response.output_audio_transcript.done", **where, transcript=r.transcript)]
+        else:
+            content, part = {"type": "output_text", "text": r.transcript}, {"type": "text", "text": r.transcript}
+            events = [self._event("response.output_text.done", **where, text=r.transcript)]
+        r.message.update(status="completed", content=[content])
+        self._last_item, item, r.message = r.message["id"], r.message, None
+        return events + [self._event("response.content_part.done", **where, part=part),
+                         self._event("response.output_item.done", response_id=r.id,
+                                     output_index=where["output_index"], item=_copy(item)),
+                         self._event("conversation.item.done", item=_copy(item))]
+
+    def _where(self, r: _Response) -> dict:
+        """Where the open assistant message is: the fields of its delta events."""
+        return {"response_id": r.id, "item_id": r.message["id"],
+                "output_index": r.output.index(r.message), "content_index": 0}
+
+    def _response(self, r: _Response, status: str, details: dict | None = None) -> dict:
+        return {"id": r.id, "object": "realtime.response", "status": status, "status_details": details,
+                "output": [_copy(item) for item in r.output], "conversation_id": None,
+                "output_modalities": ["audio"] if self.audio_out else ["text"],
+                "audio": {"output": {"format": PCM}}, "usage": None, "metadata": None}
+
+    def _item_events(self, item: dict) -> list[dict]:
+        previous, self._last_item = self._last_item, item["id"]
+        return [self._event("conversation.item.added", item=_copy(item), previous_item_id=previous),
+                self._event("conversation.item.done", item=_copy(item), previous_item_id=previous)]
+
+    def _item(self, event: dict) -> str:
+        key = str(event.get("utterance_id"))
+        if key not in self._items:
+            self._items[key] = self._id("item")
+        return self._items[key]
+
+    # ------------------------------------------------------------ small things
+
+    def _session(self) -> dict:
+        return {"type": "realtime", "object": "realtime.session", "id": self.session_id,
+                "model": self.model, "output_modalities": ["audio"] if self.audio_out else ["text"],
+                "instructions": self.instructions, "tool_choice": "auto",
+                "tools": [{"type": "function", **_fields(t)} for t in self._tools.values()],
+                "audio": {"input": {"format": PCM, "transcription": {"language": self.language},
+                                    "turn_detection": {"type": "server_vad"}},
+                          "output": {"format": PCM}}}
+
+    def _ms_in(self) -> int:
+        return self._samples_in * 1000 // RATE_HZ
+
+    def _id(self, prefix: str) -> str:
+        return f"{prefix}_{next(self._ids)}"
+
+    def _event(self, kind: str, **fields: Any) -> dict:
+        return {"event_id": self._id("event"), "type": kind, **fields}
+
+    def _error(self, kind: str, code: str, message: str, param: str | None = None,
+               event_id: str | None = None) -> dict:
+        return self._event("error", error={"type": kind, "code": code, "message": message,
+                                           "param": param, "event_id": event_id})
+
+
+def _parley_id(event: dict) -> str:
+    return str(event.get("response_id") or event.get("utterance_id") or "")
+
+
+def _fields(tool: dict) -> dict:
+    return {k: tool[k] for k in ("name", "description", "parameters")}
+
+
+def _copy(item: dict) -> dict:
+    return {**item, "content": [dict(c) for c in item["content"]]} if "content" in item else dict(item)
+
+
+def _json_or_text(text: str) -> Any:
+    """A function's output as JSON when it is JSON (NaN and friends are not), else the text."""
+    def no_constant(name: str) -> Any:
+        raise ValueError(name)
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except (ValueError, RecursionError):
+        return text
+
+
+def _load(frame: str) -> dict:
+    try:
+        obj = json.loads(frame)
+    except (ValueError, RecursionError):
+        raise _Bad("invalid_json", "the event is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise _Bad("invalid_value", "an event must be a JSON object with a string field 'type'", "type")
+    return obj
+
+
+def _get(obj: dict, key: str, kind: type, *, required: bool = True, where: str = "") -> Any:
+    value = obj.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
+        what = "missing" if value is None else f"must be {kind.__name__}, not {type(value).__name__}"
+        raise _Bad("missing_required_parameter" if value is None else "invalid_type",
+                   f"'{where}{key}' {what}", where + key)
+    return value
+
+
+def _dig(obj: Any, *keys: str) -> Any:
+    for key in keys:
+        obj = obj.get(key) if isinstance(obj, dict) else None
+    return obj
+
+
+def _show(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
