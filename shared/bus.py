@@ -66,7 +66,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, resume_window
             discard=DiscardPolicy.OLD,
             max_age=max(60.0, resume_window_s),
             storage=StorageType.FILE,
-            duplicate_window=DUPLICATE_WINDOW_S,
+            duplicate_window=min(DUPLICATE_WINDOW_S, max(60.0, resume_window_s)),
         ),
     ]
     for config in configs:

@@ -25,6 +25,7 @@ DEFAULT_MODELS = {
     "stt": {"openai": "gpt-4o-mini-transcribe"},
     "translate": {"openai": "gpt-4.1-nano"},
     "tts": {"openai": "gpt-4o-mini-tts"},
+    "llm": {"openai": "gpt-4.1-nano"},
 }
 
 
@@ -43,6 +44,9 @@ class ProviderSettings:
     stt_chain: tuple[str, ...] = ()
     translate_chain: tuple[str, ...] = ()
     tts_chain: tuple[str, ...] = ()
+    llm_chain: tuple[str, ...] = ()
+    llm_fallback_model: str = "gpt-4.1-mini"
+    realtime_model: str = "gpt-realtime"
     timeout_s: float = 10.0
     breaker_reset_s: float = 30.0  # how long a failed provider rests before a probe
     probe_interval_s: float = 5.0
@@ -52,7 +56,7 @@ class ProviderSettings:
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
             raise ValueError("provider timeout must be positive")
-        for capability in ("stt", "translate", "tts"):
+        for capability in VENDORS:
             for entry in getattr(self, f"{capability}_chain"):
                 vendor = entry.split(":", 1)[0]
                 if vendor not in VENDORS[capability]:
@@ -79,6 +83,7 @@ class ProviderSettings:
             "translate": [f"openai:{DEFAULT_MODELS['translate']['openai']}",
                           f"openai:{self.translate_fallback_model}"],
             "tts": ["unrealspeech", f"openai:{DEFAULT_MODELS['tts']['openai']}"],
+            "llm": [f"openai:{DEFAULT_MODELS['llm']['openai']}", f"openai:{self.llm_fallback_model}"],
         }[capability]
         return tuple(e for e in default if keyed[e.split(":")[0]]) + (LOCAL,)
 
@@ -97,6 +102,7 @@ VENDORS = {
     "stt": {"assemblyai", "openai", LOCAL, BENCH},
     "translate": {"openai", LOCAL, BENCH},
     "tts": {"unrealspeech", "openai", LOCAL, BENCH},
+    "llm": {"openai", LOCAL},  # any OpenAI-compatible server through OPENAI_BASE_URL
 }
 
 KEY_NAMES = {"openai": "OPENAI_API_KEY", "assemblyai": "ASSEMBLYAI_API_KEY",
@@ -117,6 +123,9 @@ _ENV = {
     "PARLEY_STT_CHAIN": "stt_chain",
     "PARLEY_TRANSLATE_CHAIN": "translate_chain",
     "PARLEY_TTS_CHAIN": "tts_chain",
+    "PARLEY_LLM_CHAIN": "llm_chain",
+    "PARLEY_LLM_FALLBACK_MODEL": "llm_fallback_model",
+    "PARLEY_REALTIME_MODEL": "realtime_model",
     "PARLEY_PROVIDER_TIMEOUT_S": "timeout_s",
     "PARLEY_BREAKER_RESET_S": "breaker_reset_s",
     "PARLEY_PROBE_INTERVAL_S": "probe_interval_s",

@@ -83,9 +83,9 @@ async def run_worker(
         ),
     )
     await _serve_caps(service, subjects, caps)
-    if extra_endpoints:
-        await extra_endpoints(service, runtime)
     await start(runtime)
+    if extra_endpoints:  # after start: endpoints may use what it set up
+        await extra_endpoints(service, runtime)
     log.info("%s worker ready (engines=%s, metrics %s)", kind, settings.engines, metrics_url)
     await wait_for_signal()
     log.info("%s worker draining", kind)

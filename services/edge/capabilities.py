@@ -44,6 +44,16 @@ def admission_problems(
     return problems
 
 
+def assistant_problems(caps: SystemCapabilities, language: str) -> list[str]:
+    """Why an assistant session cannot be served; empty when it can."""
+    problems = [f"no {kind} worker is running" for kind in caps.missing_kinds]
+    if language not in caps.stt:
+        problems.append(f"no speech recognition for {language!r}")
+    if language not in caps.tts:
+        problems.append(f"no speech synthesis for {language!r}")
+    return problems
+
+
 def room_warnings(caps: SystemCapabilities, language: str, others: set[str]) -> list[str]:
     warnings = []
     if language not in caps.stt:

@@ -12,6 +12,8 @@ from nats.js import JetStreamContext
 from services.edge import wire
 from services.edge.capabilities import CapabilityCache
 from services.edge.chunker import Chunker
+from services.tools.registry import ToolSpec
+from services.tools.webhooks import configured_webhooks
 from shared.config import Settings
 from shared.state import FallbackStore, SessionRecord
 from shared.subjects import Subjects
@@ -28,6 +30,7 @@ class EdgeContext:
     live: dict = field(default_factory=dict)  # sid → Session on this edge
     expiries: set = field(default_factory=set)
     on_expire: Callable[[SessionRecord], Awaitable[None]] | None = None
+    server_tools: list[ToolSpec] = field(default_factory=lambda: [t.spec for t in configured_webhooks()])
 
     @property
     def limits(self) -> wire.Limits:

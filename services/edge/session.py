@@ -7,6 +7,7 @@ module moves bytes between the WebSocket and NATS and keeps the session's bus re
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -19,17 +20,25 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from services.edge import wire
-from services.edge.capabilities import admission_problems, room_warnings
+from services.edge.assistant import AssistantState, new_state, tool_record
+from services.edge.capabilities import admission_problems, assistant_problems, room_warnings
 from services.edge.chunker import Chunk, Chunker, SpeechStarted, SpeechStopped
 from services.edge.context import EdgeContext
 from services.edge.stt_link import SttLink
 from services.stt.routing import room_route, solo_route
 from shared import bus, metrics
+from shared.errors import ParleyError
 from shared.messages import (
+    Assistant,
+    AssistantUpdate,
     AudioChunk,
+    CancelResponse,
     ClientEvent,
+    ClientPresence,
     Listener,
+    Route,
     SessionEnd,
+    ToolAnswer,
     decode,
     encode,
 )
@@ -39,6 +48,7 @@ log = logging.getLogger("parley.edge")
 
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_NOT_FOUND, CLOSE_START_TIMEOUT = 1000, 4400, 4404, 4408
 LIVE_RECORD_TTL_S = 24 * 3600.0
+TOOL_ANSWER_TIMEOUT_S = 2.0
 
 
 class SessionClosed(Exception):
@@ -63,6 +73,7 @@ class Session:
         self.sent_seq = 0
         self.seq_arrived = asyncio.Condition()
         self.ended = False
+        self.assistant: AssistantState | None = None
 
     # -- sending -------------------------------------------------------------------------
     async def send(self, event: dict) -> None:
@@ -118,17 +129,22 @@ class Session:
                     raise SessionClosed(CLOSE_PROTOCOL, "first message must be session.start or session.resume")
 
     async def _start(self, start: wire.SessionStart) -> None:
-        if start.mode != "translate":
-            await self.send_error("provider_unavailable", "assistant mode is not available yet", fatal=True)
-            raise SessionClosed(CLOSE_NORMAL, "provider_unavailable")
         caps = await self.ctx.capabilities.get()
-        problems = admission_problems(caps, start.language, start.target_language, start.room)
+        if start.mode == "assistant":
+            problems = assistant_problems(caps, start.language)
+        else:
+            problems = admission_problems(caps, start.language, start.target_language, start.room)
         if problems:
             await self.send_error("provider_unavailable", "; ".join(problems), fatal=True)
             raise SessionClosed(CLOSE_NORMAL, "provider_unavailable")
         token = secrets.token_urlsafe(24)
+        sid = uuid.uuid4().hex
+        refused: list[str] = []
+        if start.mode == "assistant":
+            tools = tuple(tool_record(t.name, t.description, t.parameters, t.timeout_ms) for t in start.tools)
+            self.assistant, refused = new_state(sid, start.instructions, tools, self.ctx.server_tools)
         self.record = SessionRecord(
-            sid=uuid.uuid4().hex,
+            sid=sid,
             token_hash=_hash_token(token),
             mode=start.mode,
             language=start.language,
@@ -138,9 +154,13 @@ class Session:
             output_sample_rate=start.output_sample_rate,
             voice=start.voice,
             created_at=time.time(),
+            instructions=start.instructions,
+            tools=tuple(self.assistant.tools.values()) if self.assistant else (),
         )
         await self.ctx.store.save_session(self.record, LIVE_RECORD_TTL_S)
         await self._attach(token, resumed=False, last_seq=None)
+        for problem in refused:
+            await self.send_error("tool_error", problem)
         if start.room:
             others = {m.language for m in await self.ctx.store.room_members(start.room)}
             for message in room_warnings(caps, start.language, others):
@@ -152,6 +172,8 @@ class Session:
             await self.send_error("session_not_found", "no such session, or it has expired", fatal=True)
             raise SessionClosed(CLOSE_NOT_FOUND, "session_not_found")
         self.record = record
+        if record.mode == "assistant":
+            self.assistant, _ = new_state(record.sid, record.instructions, record.tools, self.ctx.server_tools)
         await self.ctx.store.save_session(record, LIVE_RECORD_TTL_S)
         await self._attach(resume.resume_token, resumed=True, last_seq=resume.last_seq)
 
@@ -172,13 +194,24 @@ class Session:
         if record.room:
             await self.ctx.store.join_room(record.room, self._listener())
             self.subs.append(await self.ctx.nc.subscribe(self.ctx.subjects.room(record.room), cb=self._on_room))
-        self.stt = SttLink(self.ctx, record, await self._route())
+        self.stt = SttLink(self.ctx, record, await self._route(), self._assistant_config)
         await self.stt.start(claim_now=not resumed)
+        if self.assistant and resumed:
+            await self._control(ClientPresence(record.sid, connected=True))
         if record.room:
             await self.ctx.nc.publish(self.ctx.subjects.room(record.room), b"changed")
         if self.ctx.store.degraded and self.ctx.settings.redis_url:
             await self.publish({"type": "warning", "code": "state_degraded",
                                 "message": "session state is in memory only: resume works on this edge only"})
+
+    def _assistant_config(self) -> Assistant | None:
+        if self.assistant is None:
+            return None
+        r = self.record
+        return self.assistant.config(r.language, r.output_sample_rate, r.voice)
+
+    async def _control(self, message) -> None:
+        await self.ctx.nc.publish(self.ctx.subjects.ctl(self.sid), encode(message))
 
     def _listener(self) -> Listener:
         r = self.record
@@ -186,6 +219,8 @@ class Session:
 
     async def _route(self):
         r = self.record
+        if r.mode == "assistant":
+            return Route(captions_to=(r.sid,), listeners=())  # the answer comes from the assistant
         if r.room:
             return room_route(r.sid, await self.ctx.store.room_members(r.room))
         return solo_route(r.sid, r.target_language, r.output_sample_rate, r.voice)
@@ -215,7 +250,10 @@ class Session:
         except ValueError:
             log.error("undecodable event in out-stream for %s", self.sid)
             return
-        if isinstance(message, ClientEvent):
+        rate = self.record.output_sample_rate
+        if isinstance(message, ClientEvent) and (
+            self.assistant is None or self.assistant.should_send(message.event, time.monotonic(), rate)
+        ):
             event = {**message.event, "seq": seq}
             try:
                 await self.send(event)
@@ -257,14 +295,59 @@ class Session:
                 return True
             case wire.SessionStart() | wire.SessionResume():
                 await self.send_error("invalid_message", "the session has already started")
+            case wire.ToolRegister() if self.assistant:
+                await self._register(command)
+            case wire.ToolUnregister(name=name) if self.assistant:
+                if not self.assistant.unregister(name):
+                    await self.send_error("invalid_message", f"no tool named {name!r} is registered")
+                else:
+                    await self._tools_changed()
+            case wire.ToolResult() if self.assistant:
+                await self._tool_result(command)
+            case wire.ResponseCancel() if self.assistant:
+                await self._cancel_reply()
             case _:
                 await self.send_error("invalid_message", f"{type(command).__name__} needs assistant mode")
         return False
+
+    # -- assistant mode ------------------------------------------------------------------
+    async def _register(self, tool: wire.ToolRegister) -> None:
+        try:
+            self.assistant.register(tool_record(tool.name, tool.description, tool.parameters, tool.timeout_ms))
+        except ParleyError as exc:
+            await self.send_error(exc.code, str(exc))
+            return
+        await self._tools_changed()
+
+    async def _tools_changed(self) -> None:
+        self.record = dataclasses.replace(self.record, tools=tuple(self.assistant.tools.values()))
+        await self.ctx.store.save_session(self.record, LIVE_RECORD_TTL_S)
+        await self._control(AssistantUpdate(self.sid, self._assistant_config()))
+
+    async def _tool_result(self, result: wire.ToolResult) -> None:
+        answer = ToolAnswer(self.sid, result.call_id, result.output, result.error)
+        try:
+            reply = await self.ctx.nc.request(self.ctx.subjects.tool_answers(self.sid), encode(answer),
+                                              timeout=TOOL_ANSWER_TIMEOUT_S)
+            accepted = decode(reply.data).accepted
+        except Exception:  # no responders or no answer: nobody waits for this call
+            accepted = False
+        if not accepted:
+            await self.send_error("tool_error", f"no tool call {result.call_id!r} is waiting for a result "
+                                                "(unknown, already answered, or timed out)")
+
+    async def _cancel_reply(self) -> None:
+        rid = self.assistant.talking(time.monotonic())
+        if rid is not None:
+            self.assistant.cancel(rid)
+            await self._control(CancelResponse(self.sid, rid))
 
     async def _audio(self, actions) -> None:
         for action in actions:
             match action:
                 case SpeechStarted(utterance=n):
+                    if self.assistant:  # speaking over the assistant interrupts it
+                        await self._cancel_reply()
                     await self.publish({"type": "speech.started", "utterance_id": self._utterance_id(n)})
                 case SpeechStopped(utterance=n):
                     await self.publish({"type": "speech.stopped", "utterance_id": self._utterance_id(n)})
@@ -306,6 +389,8 @@ class Session:
                 pass
         if self.stt is not None:
             await self.stt.stop()
+        if self.assistant and not self.ended:
+            await self._control(ClientPresence(self.sid, connected=False))
         if self.ended:
             await release_session(self.ctx, self.record)
         elif await self.ctx.store.generation(self.sid) == self.generation:  # not resumed meanwhile

@@ -11,9 +11,11 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from services.edge.context import EdgeContext
 from shared.messages import (
+    Assistant,
     AudioChunk,
     Route,
     RouteUpdate,
@@ -37,11 +39,13 @@ class SttLink:
         ctx: EdgeContext,
         record: SessionRecord,
         route: Route,
+        assistant: Callable[[], Assistant | None] = lambda: None,
         clock=time.monotonic,
     ) -> None:
         self.ctx = ctx
         self.record = record
         self.route = route
+        self.assistant = assistant  # the config as it is now: a re-claim carries the latest
         self.unconfirmed: deque[AudioChunk] = deque(maxlen=MAX_KEPT_CHUNKS)
         self.clock = clock
         self.last_lease = clock()
@@ -80,9 +84,13 @@ class SttLink:
 
     async def claim(self) -> bool:
         r = self.record
-        claim = SttClaim(r.sid, r.language, r.input_sample_rate, self.route, r.principal)
+        assistant = self.assistant()
+        claim = SttClaim(r.sid, r.language, r.input_sample_rate, self.route, r.principal, assistant)
+        subject = self.ctx.subjects.stt_claim
+        if assistant is not None and assistant.engine == "realtime":
+            subject = self.ctx.subjects.realtime_claim  # the speech-to-speech bridge owns the audio
         try:
-            reply = await self.ctx.nc.request(self.ctx.subjects.stt_claim, encode(claim), timeout=CLAIM_TIMEOUT_S)
+            reply = await self.ctx.nc.request(subject, encode(claim), timeout=CLAIM_TIMEOUT_S)
             claimed = decode(reply.data)
         except Exception as exc:  # no responders / timeout / garbage: try again on the next tick
             log.warning("stt claim for %s failed: %s", self.record.sid, exc)

@@ -24,6 +24,8 @@ from shared.cost import CostLedger, PriceTable
 from shared.fallback import served_by
 from shared.http_clients import HttpClients
 from shared.messages import (
+    AssistantTurn,
+    AssistantUpdate,
     AudioChunk,
     Capabilities,
     RouteUpdate,
@@ -54,6 +56,7 @@ class OwnedSession:
         self.language = claim.language
         self.principal = claim.principal
         self.route = claim.route
+        self.assistant = claim.assistant  # set: finals are questions for the assistant
         self.worker_id = worker_id
         self.recogniser: SttSession = engine.open(claim.language)
         self.queue: asyncio.Queue[AudioChunk] = asyncio.Queue(MAX_QUEUED_CHUNKS)
@@ -105,6 +108,8 @@ class OwnedSession:
         match control:
             case RouteUpdate(route=route):
                 self.route = route
+            case AssistantUpdate(assistant=assistant):
+                self.assistant = assistant
             case SessionEnd():
                 # Not awaited here: releasing unsubscribes this very callback's subscription,
                 # which would cancel us before the provider stream is terminated.
@@ -171,16 +176,16 @@ class OwnedSession:
         final = {"type": "transcript.final", "language": self.language, "text": text}
         await self._captions(final, chunk, f"{chunk.utterance_id}:final")
         trace = bus.new_traceparent()
+        if self.assistant is not None:
+            turn = AssistantTurn(self.sid, chunk.utterance_id, text, self.assistant, self.principal)
+            await self._publish_work("tools", turn, trace, f"{chunk.utterance_id}:assistant")
         for work in translate_work(self.route, self.sid, chunk.utterance_id, text, self.language, self.principal):
-            headers = bus.work_headers(
-                trace,
-                self.runtime.settings.work_deadline_s,
-                f"{work.utterance_id}:translate:{work.target_language}",
-            )
-            await self.runtime.js.publish(
-                self.runtime.subjects.work("translate"), encode(work), headers=headers
-            )
+            await self._publish_work("translate", work, trace, f"{work.utterance_id}:translate:{work.target_language}")
         metrics.WORK_DONE.labels("stt").inc()
+
+    async def _publish_work(self, kind: str, work, trace: str, msg_id: str) -> None:
+        headers = bus.work_headers(trace, self.runtime.settings.work_deadline_s, msg_id)
+        await self.runtime.js.publish(self.runtime.subjects.work(kind), encode(work), headers=headers)
 
 
 class OwnedSessions:
@@ -198,7 +203,7 @@ class OwnedSessions:
             session = OwnedSession(runtime, self.engine, claim, self.worker_id, self.release, self.reporter)
             await session.start()
             self.by_sid[claim.sid] = session
-        session.route = claim.route
+        session.route, session.assistant = claim.route, claim.assistant
         return SttClaimed(claim.sid, self.worker_id, runtime.settings.stt_lease_s)
 
     async def release(self, sid: str) -> None:

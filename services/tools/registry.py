@@ -149,6 +149,11 @@ class ToolRegistry:
     def __len__(self) -> int:
         return len(self._server) + len(self._own)
 
+    def described(self) -> list[dict[str, Any]]:
+        """Every tool as `tool.register` describes one (the LLM providers' input shape)."""
+        return [{"name": spec.name, "description": spec.description, "parameters": spec.parameters}
+                for spec in (*self._server.values(), *self._own.values())]
+
     def for_model(self) -> list[dict[str, Any]]:
         """Server tools first, then the session's in the order they were first registered."""
         return [spec.for_model() for spec in (*self._server.values(), *self._own.values())]

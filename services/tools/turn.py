@@ -153,6 +153,23 @@ class Turn:
             self._outcomes[outcome.call_id] = outcome
         return self._maybe_close_step()
 
+    def is_waiting_for(self, call_id: str) -> bool:
+        """Whether an answer to `call_id` would be taken now."""
+        return self._phase == _WAITING and call_id in self._pending
+
+    def on_client_gone(self, now: float, window_s: float) -> list[Action]:
+        """The client dropped: its calls wait for a resume until the window ends."""
+        if not self.done:
+            self._pending.suspend(now, window_s)
+        return []
+
+    def on_client_back(self, now: float) -> list[Action]:
+        """The client resumed: send its unanswered calls again, each with a fresh timeout."""
+        if self.done:
+            return []
+        return [CallClientTool(c.call_id, c.spec.name, c.arguments, c.spec.owner, c.spec.timeout_s)
+                for c in self._pending.unanswered(now)]
+
     def cancel(self, now: float) -> list[Action]:
         """Barge-in: stop at once; keep in history only what was already said."""
         return self._abort("cancelled")

@@ -105,6 +105,13 @@ def load_webhooks(path: str | Path, env: Mapping[str, str] | None = None,
     return tools
 
 
+def configured_webhooks(env: Mapping[str, str] | None = None) -> list[WebhookTool]:
+    """The webhooks of the `PARLEY_CONFIG` file; none when it is not set."""
+    environ = os.environ if env is None else env
+    path = environ.get("PARLEY_CONFIG")
+    return load_webhooks(path, environ) if path else []
+
+
 def _webhook(entry: dict[str, Any], env: Mapping[str, str], limits: SchemaLimits,
              where: str) -> WebhookTool:
     if unknown := set(entry) - _FIELDS:

@@ -1,8 +1,7 @@
-"""Tools worker: joins the system and consumes `parley.work.tools`.
+"""Tools worker: runs assistant turns from `parley.work.tools` (services/tools/runner.py).
 
-Assistant mode is not wired yet (docs/ARCHITECTURE.md, "Assistant mode — planned
-design"): nothing publishes tool work today, so an item that arrives is logged and dropped
-rather than left to be redelivered for ever.
+Server-side tools (signed webhooks) come from the `[[tools.webhook]]` tables of the
+`PARLEY_CONFIG` file; conversation history lives in Redis when configured, else here.
 """
 
 from __future__ import annotations
@@ -10,20 +9,30 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from services.tools.llm import engines
+from services.tools.llm.history import ConversationStore
+from services.tools.runner import Deps, TurnRunner
+from services.tools.webhooks import configured_webhooks
 from shared.config import Settings
+from shared.http_clients import HttpClients
 from shared.messages import Capabilities
 from shared.worker import Runtime, consume_work, run_worker
 
 log = logging.getLogger("parley.tools")
 
+CONCURRENCY = 64  # turns mostly wait (model, client, speech): many fit in one worker
+
 
 async def main(settings: Settings) -> None:
+    http = HttpClients(settings.providers.timeout_s)
+    llm = engines.build(settings, http)
+    webhooks = configured_webhooks()
     caps = Capabilities(kind="tools")
 
     async def start(runtime: Runtime) -> None:
-        async def handle(work, msg) -> None:
-            log.warning("dropping %s work: assistant mode is not available yet", type(work).__name__)
-
-        runtime.tasks.append(asyncio.create_task(consume_work(runtime, "tools", handle, 4)))
+        conversations = ConversationStore(settings.redis_url, prefix=settings.prefix)
+        deps = Deps(runtime, llm, conversations, webhooks, http.get("webhooks"))
+        runtime.tasks.append(asyncio.create_task(consume_work(runtime, "tools", TurnRunner(deps), CONCURRENCY)))
+        runtime.closers += [llm.close, conversations.close, http.aclose]
 
     await run_worker("tools", settings, caps, start)

@@ -1,10 +1,17 @@
-"""TTS worker: speaks one translated text to its recipients as audio.delta … audio.done."""
+"""TTS worker: speaks one text to its recipients as audio.delta … audio.done.
+
+Translations arrive as JetStream work. Sentences of an assistant reply arrive as requests on
+`parley.tts.speak` (a queue group): the turn runner awaits each one, so a reply's audio stays
+in sentence order, and a `CancelResponse` on the session's ctl subject stops it mid-sentence.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+
+from nats.micro.service import EndpointConfig, Request, Service
 
 from services.tts import engines
 from services.tts.provider import Synthesizer
@@ -14,7 +21,7 @@ from shared.cost import CostLedger, PriceTable
 from shared.errors import ParleyError
 from shared.fallback import served_by
 from shared.http_clients import HttpClients
-from shared.messages import Capabilities, TtsWork
+from shared.messages import CancelResponse, Capabilities, TtsWork, decode
 from shared.reporting import Reporter
 from shared.usage import metering
 from shared.worker import Runtime, consume_work, run_worker
@@ -32,7 +39,9 @@ class TtsHandler:
 
     async def _publish(self, work: TtsWork, event: dict, key: str, trace: str | None) -> None:
         # Message ids are stable across redelivery: a re-synthesis after a crash lands once.
-        tag = f"{work.utterance_id}:{key}:{work.language}:{work.voice}:{work.sample_rate}"
+        tag = f"{work.utterance_id}:{work.segment}:{key}:{work.language}:{work.voice}:{work.sample_rate}"
+        if work.response_id:
+            event = {**event, "response_id": work.response_id}
         for sid in work.recipients:
             await bus.publish_event(
                 self.runtime.js, self.runtime.subjects, sid, event,
@@ -40,7 +49,7 @@ class TtsHandler:
             )
 
     async def __call__(self, work: TtsWork, msg) -> None:
-        trace = (msg.headers or {}).get(bus.TRACEPARENT)
+        trace = (msg.headers or {}).get(bus.TRACEPARENT) if msg is not None else None
         started = time.perf_counter()
         index = 0
         with metering() as meter:
@@ -57,11 +66,56 @@ class TtsHandler:
                 warning = {"type": "warning", "code": exc.code, "message": f"speech unavailable: {exc}"}
                 await self._publish(work, warning, "tts-warning", trace)
         if work.speaker:  # before audio.done: the utterance's events are complete at done
-            tag = f"tts:{work.language}:{work.voice}:{work.sample_rate}"
+            tag = f"tts:{work.segment}:{work.language}:{work.voice}:{work.sample_rate}"
             await self.reporter.usage(work.speaker, work.principal, work.utterance_id, meter.records, tag)
-        done = {"type": "audio.done", "utterance_id": work.utterance_id}
-        await self._publish(work, done, "done", trace)
+        if not work.response_id:  # a reply's sentences end with one audio.done from its runner
+            done = {"type": "audio.done", "utterance_id": work.utterance_id}
+            await self._publish(work, done, "done", trace)
         metrics.WORK_DONE.labels("tts").inc()
+
+
+def _speak_endpoint(handler: TtsHandler):
+    async def add(service: Service, runtime: Runtime) -> None:
+        async def on_speak(request: Request) -> None:
+            try:
+                work = decode(request.data)
+                if not isinstance(work, TtsWork) or not work.recipients:
+                    raise ValueError("not speech work")
+            except ValueError as exc:
+                await request.respond_error("400", str(exc))
+                return
+            cancelled = await _cancellable(runtime, work, handler(work, None))
+            await request.respond(b"cancelled" if cancelled else b"done")
+
+        await service.add_endpoint(
+            EndpointConfig(name="speak", subject=runtime.subjects.tts_speak, handler=on_speak)
+        )
+
+    return add
+
+
+async def _cancellable(runtime: Runtime, work: TtsWork, speaking) -> bool:
+    """Run `speaking` until it ends or a CancelResponse for its reply arrives; True if cut."""
+    task = asyncio.create_task(speaking)
+
+    async def on_ctl(msg) -> None:
+        try:
+            control = decode(msg.data)
+        except ValueError:
+            return
+        if isinstance(control, CancelResponse) and control.response_id in ("", work.response_id):
+            task.cancel()
+
+    sub = await runtime.nc.subscribe(runtime.subjects.ctl(work.recipients[0]), cb=on_ctl)
+    try:
+        await task
+        return False
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise  # we are being cancelled ourselves
+        return True
+    finally:
+        await sub.unsubscribe()
 
 
 async def main(settings: Settings) -> None:
@@ -70,10 +124,16 @@ async def main(settings: Settings) -> None:
     caps = Capabilities(kind="tts", languages=tuple(sorted(synthesizer.languages)))
     prices = PriceTable.load(settings.providers.prices_path)
 
+    handlers: list[TtsHandler] = []  # made at start; the speak endpoint is added after
+
     async def start(runtime: Runtime) -> None:
         ledger = CostLedger(settings.redis_url, prices=prices, prefix=settings.prefix)
         handler = TtsHandler(runtime, synthesizer, Reporter(runtime.js, runtime.subjects, ledger))
+        handlers.append(handler)
         runtime.tasks.append(asyncio.create_task(consume_work(runtime, "tts", handler, CONCURRENCY)))
         runtime.closers += [synthesizer.close, ledger.close, http.aclose]
 
-    await run_worker("tts", settings, caps, start)
+    async def add_speak(service: Service, runtime: Runtime) -> None:
+        await _speak_endpoint(handlers[0])(service, runtime)
+
+    await run_worker("tts", settings, caps, start, add_speak)

@@ -33,6 +33,8 @@ class Knobs:
     cut_after_bytes: int | None = None  # stream this much body, then drop the connection
     reply_text: str | None = None  # chat / transcription text (None: a default)
     tool_calls: tuple[dict, ...] = ()  # chat: [{"name": ..., "arguments": {...}}, ...]
+    after_tool_text: str | None = None  # chat: the reply when the last message is a tool
+    # result ("{result}" becomes that result's content); None: tool_calls apply every time
     usage_tokens: tuple[int, int] | None = None  # chat usage (prompt, completion)
     audio: bytes | None = None  # TTS body, PCM16LE at the vendor's rate (None: a tone)
     from_request: int = 1  # failure knobs apply from this request on

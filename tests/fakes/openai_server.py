@@ -4,7 +4,7 @@
   `chat.completion.chunk`s (`delta.role`, `delta.content`, `delta.tool_calls` with the
   arguments in pieces, `finish_reason`, a usage chunk when `stream_options.include_usage`,
   then `data: [DONE]`). The reply is `knobs.reply_text`, or the last user message echoed;
-  `knobs.tool_calls` scripts function calls.
+  `knobs.tool_calls` scripts function calls; `knobs.after_tool_text` answers tool results.
 - `POST /v1/audio/speech`: `response_format: "pcm"` only; a chunked body of 24 kHz PCM16LE
   (`knobs.audio`, or a 440 Hz tone of 60 ms per input character) in 100 ms pieces.
 - `POST /v1/audio/transcriptions`: multipart `file` + `model` → `{"text": ..., "usage"}`.
@@ -82,6 +82,9 @@ class _Chat:
         self.calls = [_tool_call(i, c) for i, c in enumerate(knobs.tool_calls)]
         default = None if self.calls else echo
         self.text = knobs.reply_text if knobs.reply_text is not None else default
+        last = (body.get("messages") or [{}])[-1]
+        if knobs.after_tool_text is not None and last.get("role") == "tool":
+            self.calls, self.text = [], knobs.after_tool_text.replace("{result}", str(last.get("content")))
         prompt = _tokens(json.dumps(body.get("messages", [])))
         done = _tokens((self.text or "") + json.dumps(self.calls))
         self.usage = _usage(*(knobs.usage_tokens or (prompt, done)))

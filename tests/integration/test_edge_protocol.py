@@ -142,10 +142,11 @@ async def test_session_end_sends_session_ended_and_closes_normally(bench_parley)
     assert (await client.closed)[0] == 1000
 
 
-async def test_assistant_mode_is_refused_until_built(bench_parley):
+async def test_assistant_mode_for_a_language_nobody_speaks_is_refused(bench_parley):
     client = await ProtocolClient.connect(bench_parley.ws_url())
-    reply = await client.start(mode="assistant", language="en")
+    reply = await client.start(mode="assistant", language="xx")
     assert reply["type"] == "error" and reply["code"] == "provider_unavailable" and reply["fatal"]
+    assert "'xx'" in reply["message"]
 
 
 json_values = st.recursive(
