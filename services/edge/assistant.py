@@ -44,7 +44,10 @@ class AssistantState:
 
     def register(self, tool: dict) -> None:
         """Add or replace a tool; ParleyError (`tool_error`) says why one is refused."""
-        self.registry.register(_spec(self.sid, tool))
+        try:
+            self.registry.register(_spec(self.sid, tool))
+        except ParleyError as exc:
+            raise type(exc)(f"tool {tool['name']!r} refused: {exc}") from None
         self.tools[tool["name"]] = tool
 
     def unregister(self, name: str) -> bool:

@@ -222,3 +222,36 @@ def test_sentence_indexes_continue_across_steps():
     assert [(a.index, a.text) for a in actions if isinstance(a, Say)] == [
         (0, "One."), (1, "Two."), (2, "Three.")]
     assert all(a.response_id == "resp-1" for a in actions if isinstance(a, (Say, Finish)))
+
+
+def test_a_call_waits_through_a_disconnection_and_is_sent_again_on_resume():
+    turn = make_turn()
+    turn.start()
+    turn.on_llm_event(ToolCallRequest("c1", "get_weather", '{"city": "Oslo"}'), 0.0)
+    [sent] = turn.on_llm_event(TurnEnd("tool_calls"), 0.0)
+    assert isinstance(sent, CallClientTool) and turn.is_waiting_for("c1")
+    assert turn.on_client_gone(1.0, window_s=60.0) == []
+    assert turn.on_tick(10.0) == []  # past its own 5 s timeout: the window counts now
+    [again] = turn.on_client_back(20.0)
+    assert again == CallClientTool("c1", "get_weather", {"city": "Oslo"}, SID, 5.0)
+    assert turn.next_deadline() == 25.0  # a fresh timeout from the resume
+    actions = turn.on_tool_result("c1", {"temp": 3}, None, 21.0)
+    assert isinstance(actions[-1], ContinueLlm) and not turn.is_waiting_for("c1")
+
+
+def test_a_client_that_never_comes_back_gives_the_model_an_error():
+    turn = make_turn()
+    turn.start()
+    turn.on_llm_event(ToolCallRequest("c1", "get_weather", '{"city": "Oslo"}'), 0.0)
+    turn.on_llm_event(TurnEnd("tool_calls"), 0.0)
+    turn.on_client_gone(1.0, window_s=60.0)
+    history, _ = turn.on_tick(61.5)
+    assert "did not come back in time" in history.messages[-1]["content"]
+
+
+def test_presence_after_the_turn_is_over_changes_nothing():
+    turn = make_turn()
+    turn.start()
+    turn.cancel(0.0)
+    assert turn.on_client_gone(1.0, 60.0) == [] and turn.on_client_back(2.0) == []
+    assert not turn.is_waiting_for("c1")
