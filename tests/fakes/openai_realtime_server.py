@@ -52,10 +52,12 @@ class Knobs:
     transcripts: list[str] = field(default_factory=lambda: ["What is the weather in Paris?"])
     tool: str | None = None
     tool_args: dict = field(default_factory=dict)
+    tool_unlisted: bool = False  # call `tool` even when the session has none of that name
     reply: str = "Hello from the fake."
     reply_audio_s: float = 0.3
     audio_delay_s: float = 0.0
     latency_s: float = 0.0
+    cancel_lag_s: float = 0.0  # audio already in flight keeps coming this long after a cancel
     expire_after_s: float | None = None
     drop_after_events: int | None = None
     fault_connections: tuple[int, ...] = (1,)
@@ -69,6 +71,7 @@ class Connection:
     model: str
     received: list[dict] = field(default_factory=list)  # client events, in order
     sent: list[dict] = field(default_factory=list)
+    timeline: list[tuple[str, str]] = field(default_factory=list)  # ("in"|"out", type), in order
     items: list[dict] = field(default_factory=list)  # the conversation, as the model sees it
     tools: list[dict] = field(default_factory=list)
     instructions: str = ""
@@ -176,6 +179,7 @@ class _Session:
             async for raw in self.ws:
                 event = json.loads(raw)
                 self.conn.received.append(event)
+                self.conn.timeline.append(("in", event.get("type")))
                 await self.handle(event)
         except ConnectionClosed:
             pass
@@ -188,6 +192,7 @@ class _Session:
     async def send(self, event: dict) -> None:
         event = {"event_id": self.fake.new_id("event"), **event}
         self.conn.sent.append(event)
+        self.conn.timeline.append(("out", event["type"]))
         await self.ws.send(json.dumps(event))
         limit = self.knobs.drop_after_events
         if self.faulty and limit is not None and len(self.conn.sent) >= limit:
@@ -260,7 +265,11 @@ class _Session:
         if not self.response or self.response.done():
             return await self.error("response_cancel_not_active",
                                     "Cancellation failed: no active response found", event)
-        self.response.cancel()
+        if self.knobs.cancel_lag_s:
+            await asyncio.sleep(self.knobs.cancel_lag_s)
+        self.response.cancel()  # done before the next event is read, as the service does
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.response
 
     def _plan(self) -> tuple[str, str]:
         """("call", name) or ("say", text): the script of the response starting now."""
@@ -268,7 +277,8 @@ class _Session:
         if last.get("type") == "function_call_output":
             return "say", f"The answer is {last.get('output', '')}"
         names = {tool.get("name") for tool in self.conn.tools}
-        if self.knobs.tool in names and last.get("role") == "user":
+        listed = self.knobs.tool in names or (self.knobs.tool and self.knobs.tool_unlisted)
+        if listed and last.get("role") == "user":
             return "call", self.knobs.tool
         return "say", self.knobs.reply
 
