@@ -33,8 +33,7 @@ FRAME_BYTES = 2 * RATE_HZ  # Parley takes at most 1 s of audio per frame
 PCM = {"type": "audio/pcm", "rate": RATE_HZ}
 _KEPT_IDS = 64  # recent Parley replies remembered, to drop their late events
 _LANGUAGE = re.compile(r"([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*")
-_STATUS = {"completed": "completed", "cancelled": "cancelled", "failed": "failed",
-           "step_limit": "incomplete"}
+_STATUS = {"completed": "completed", "cancelled": "cancelled", "failed": "failed", "step_limit": "incomplete"}
 _ERROR_TYPES = {"rate_limited": "rate_limit_error", "internal": "server_error",
                 "provider_unavailable": "server_error"}
 _UNSUPPORTED = ("conversation.item.truncate", "conversation.item.delete",
@@ -66,6 +65,17 @@ class _Response:
 
 
 class RealtimeTranslator:
+    _CLIENT = {"session.update": "_session_update", "input_audio_buffer.append": "_append",
+               "input_audio_buffer.commit": "_commit", "input_audio_buffer.clear": "_clear",
+               "conversation.item.create": "_item_create", "response.create": "_response_create",
+               "response.cancel": "_response_cancel"}
+    # Not here: audio.done (a message's audio ends at its tool call or response.done anyway);
+    # usage, warning, pong, session.ended, translation (Realtime has no counterpart).
+    _PARLEY = {"session.started": "_started", "speech.started": "_speech_started",
+               "speech.stopped": "_speech_stopped", "transcript.partial": "_partial",
+               "transcript.final": "_final", "response.text": "_say", "audio.delta": "_say",
+               "tool.call": "_tool_call", "response.done": "_done", "error": "_parley_error"}
+
     def __init__(self, model: str = "gpt-realtime") -> None:
         self.model = model
         self.started = False
@@ -75,7 +85,7 @@ class RealtimeTranslator:
         self.audio_out = True  # output_modalities ["audio"]; False: ["text"]
         self._ids = itertools.count(1)
         self._tools: dict[str, dict] = {}  # wanted: name → tool.register message
-        self._registered: dict[str, dict] = {}  # sent to Parley
+        self._registered: dict[str, dict] = {}  # as Parley has them
         self._early_update = False
         self._samples_in = 0
         self._items: dict[str, str] = {}  # Parley utterance_id → Realtime item id
@@ -88,15 +98,12 @@ class RealtimeTranslator:
     # ------------------------------------------------------------ client → Parley
 
     def start(self) -> Translation:
-        """The implicit `session.start`, with the tools asked for so far."""
-        self.started = True
+        """The implicit `session.start`, with what `session.update`s asked for so far."""
+        self.started, self._registered = True, dict(self._tools)
         start = {"type": "session.start", "mode": "assistant", "language": self.language,
                  "input_sample_rate": RATE_HZ, "output_sample_rate": RATE_HZ,
                  "tools": [_fields(t) for t in self._tools.values()]}
-        if self.instructions:
-            start["instructions"] = self.instructions
-        self._registered = dict(self._tools)
-        return Translation([start])
+        return Translation([{**start, "instructions": self.instructions} if self.instructions else start])
 
     def client_event(self, frame: str | bytes) -> Translation:
         """One Realtime client frame. Bad input yields an `error` event and changes nothing."""
@@ -107,93 +114,38 @@ class RealtimeTranslator:
                            "send audio with input_audio_buffer.append")
             obj = _load(frame)
             event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
-            handler = self._handler(obj.get("type"))
-            if not self.started and obj["type"] != "session.update":
+            kind = obj.get("type")
+            if kind in _UNSUPPORTED:
+                raise _Bad("unsupported_event", f"{kind} is not supported by Parley", "type")
+            if kind not in self._CLIENT:
+                raise _Bad("invalid_value", f"unknown event type {_show(kind)}", "type")
+            if not self.started and kind != "session.update":
                 out = self.start()
-            handler(obj, out)
+            getattr(self, self._CLIENT[kind])(obj, out)
         except _Bad as bad:
-            out.to_client.append(self._error("invalid_request_error", bad.code, bad.message,
-                                             bad.param, event_id))
+            out.to_client.append(self._error(bad.code, bad.message, bad.param, event_id))
         return out
 
-    def _handler(self, kind: Any):
-        handlers = {"session.update": self._session_update,
-                    "input_audio_buffer.append": self._append,
-                    "input_audio_buffer.commit": self._commit,
-                    "input_audio_buffer.clear": self._clear,
-                    "conversation.item.create": self._item_create,
-                    "response.create": self._response_create,
-                    "response.cancel": self._response_cancel}
-        if not isinstance(kind, str):
-            raise _Bad("invalid_value", "an event must be a JSON object with a string field 'type'", "type")
-        if kind in _UNSUPPORTED:
-            raise _Bad("unsupported_event", f"{kind} is not supported by Parley", "type")
-        if kind not in handlers:
-            raise _Bad("invalid_value", f"unknown event type {_show(kind)}", "type")
-        return handlers[kind]
-
     def _session_update(self, obj: dict, out: Translation) -> None:
-        session = _get(obj, "session", dict)
-        language = _dig(session, "audio", "input", "transcription", "language")
-        instructions = _get(session, "instructions", str, required=False)
-        tools = self._parse_tools(session.get("tools"))
-        modalities = _get(session, "output_modalities", list, required=False)
-        for side in ("input", "output"):
-            fmt = _dig(session, "audio", side, "format")
-            if fmt is not None and (not isinstance(fmt, dict) or {**PCM, **fmt} != PCM):
-                raise _Bad("invalid_value", "Parley speaks audio/pcm at 24000 Hz only",
-                           f"session.audio.{side}.format")
-        if modalities is not None and modalities not in (["audio"], ["text"]):
-            raise _Bad("invalid_value", "output_modalities must be ['audio'] or ['text']",
-                       "session.output_modalities")
-        if language is not None:
-            if not isinstance(language, str) or not _LANGUAGE.fullmatch(language):
-                raise _Bad("invalid_value", f"not a language tag: {_show(language)}",
-                           "session.audio.input.transcription.language")
-            language = _LANGUAGE.fullmatch(language).group(1).lower()
+        language, instructions, tools, modalities = _read_session(_get(obj, "session", dict))
         fixed = [name for name, new, old in (("instructions", instructions, self.instructions),
                                              ("language", language, self.language))
                  if self.started and new is not None and new != old]
         if not self.started:
-            self.language = language or self.language
+            self.language, self._early_update = language or self.language, True
             self.instructions = self.instructions if instructions is None else instructions
-            self._early_update = True
         if modalities is not None:
             self.audio_out = modalities == ["audio"]
         if tools is not None:
             self._tools = tools
-            if self.started:
-                out.to_parley += self._sync_tools()
+            out.to_parley += self._sync_tools() if self.started else []
         if self.started:
             out.to_client.append(self._event("session.updated", session=self._session()))
         if fixed:
             out.to_client.append(self._error(
-                "invalid_request_error", "unsupported_update",
-                f"{' and '.join(fixed)} can only be set before the session starts "
-                "(in session.update events sent before any other event); kept as they were",
+                "unsupported_update", f"{' and '.join(fixed)} can only be set before the session "
+                "starts (in session.update events sent before any other event); kept as they were",
                 "session." + fixed[0]))
-
-    def _parse_tools(self, tools: Any) -> dict[str, dict] | None:
-        if tools is None:
-            return None
-        if not isinstance(tools, list):
-            raise _Bad("invalid_value", "tools must be an array", "session.tools")
-        parsed: dict[str, dict] = {}
-        for i, tool in enumerate(tools):
-            where = f"session.tools[{i}]"
-            if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-                raise _Bad("invalid_value", "Parley supports tools of type 'function' only", where)
-            register = {"type": "tool.register", "name": tool.get("name"),
-                        "description": tool.get("description") or "",
-                        "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
-            try:  # the same checks the edge makes, so a bad tool is refused here with its index
-                wire.parse_text(json.dumps(register), wire.Limits())
-            except (wire.ProtocolError, TypeError, ValueError) as exc:
-                raise _Bad("invalid_value", getattr(exc, "message", str(exc)), where) from None
-            if register["name"] in parsed:
-                raise _Bad("invalid_value", f"tool {register['name']!r} is listed twice", where)
-            parsed[register["name"]] = register
-        return parsed
 
     def _sync_tools(self) -> list[dict]:
         """`tool.unregister` for dropped tools, `tool.register` for new or changed ones."""
@@ -227,10 +179,9 @@ class RealtimeTranslator:
                        "the user speaks through input_audio_buffer", "item.type")
         call_id, text = _get(item, "call_id", str, where="item."), _get(item, "output", str, where="item.")
         out.to_parley.append({"type": "tool.result", "call_id": call_id, "output": _json_or_text(text)})
-        item = {"id": item.get("id") if isinstance(item.get("id"), str) else self._id("item"),
-                "object": "realtime.item", "type": "function_call_output", "call_id": call_id,
-                "output": text, "status": "completed"}
-        out.to_client += self._item_events(item)
+        out.to_client += self._item_events({
+            "id": item["id"] if isinstance(item.get("id"), str) else self._id("item"), "object": "realtime.item",
+            "type": "function_call_output", "call_id": call_id, "output": text, "status": "completed"})
 
     def _response_create(self, obj: dict, out: Translation) -> None:
         if self._active is None:  # else the response in progress is the one asked for
@@ -247,36 +198,27 @@ class RealtimeTranslator:
 
     def parley_event(self, event: dict) -> list[dict]:
         """One Parley server event → the Realtime events it means (often none)."""
-        handler = {"session.started": self._started, "speech.started": self._speech_started,
-                   "speech.stopped": self._speech_stopped, "transcript.partial": self._partial,
-                   "transcript.final": self._final, "response.text": self._text,
-                   "audio.delta": self._audio, "tool.call": self._tool_call,
-                   "response.done": self._done, "error": self._parley_error,
-                   }.get(event.get("type"))
-        # audio.done: the message's audio ends at its tool call or response.done anyway;
-        # usage, warning, pong, session.ended, translation: Realtime has no counterpart.
-        return handler(event) if handler else []
+        name = self._PARLEY.get(event.get("type"))
+        return getattr(self, name)(event) if name else []
 
     def _started(self, event: dict) -> list[dict]:
         self.session_id = "sess_" + str(event.get("session_id"))
         self.language = event.get("language") or self.language
-        events = [self._event("session.created", session=self._session())]
-        if self._early_update:
-            events.append(self._event("session.updated", session=self._session()))
-        return events
+        kinds = ["session.created", "session.updated"] if self._early_update else ["session.created"]
+        return [self._event(kind, session=self._session()) for kind in kinds]
 
     def _speech_started(self, event: dict) -> list[dict]:
         return [self._event("input_audio_buffer.speech_started", item_id=self._item(event),
-                            audio_start_ms=self._ms_in())]
+                            audio_start_ms=self._samples_in * 1000 // RATE_HZ)]
 
     def _speech_stopped(self, event: dict) -> list[dict]:
         item_id = self._item(event)
-        item = {"id": item_id, "object": "realtime.item", "type": "message", "role": "user",
-                "status": "completed", "content": [{"type": "input_audio", "transcript": None}]}
-        return [self._event("input_audio_buffer.speech_stopped", item_id=item_id, audio_end_ms=self._ms_in()),
-                self._event("input_audio_buffer.committed", item_id=item_id,
-                            previous_item_id=self._last_item),
-                *self._item_events(item)]
+        stopped = self._event("input_audio_buffer.speech_stopped", item_id=item_id,
+                              audio_end_ms=self._samples_in * 1000 // RATE_HZ)
+        committed = self._event("input_audio_buffer.committed", item_id=item_id, previous_item_id=self._last_item)
+        return [stopped, committed, *self._item_events({
+            "id": item_id, "object": "realtime.item", "type": "message", "role": "user",
+            "status": "completed", "content": [{"type": "input_audio", "transcript": None}]})]
 
     def _partial(self, event: dict) -> list[dict]:
         # Realtime streams appended text; a Parley partial is the whole hypothesis so far.
@@ -289,79 +231,67 @@ class RealtimeTranslator:
 
     def _final(self, event: dict) -> list[dict]:
         self._partials.pop(str(event.get("utterance_id")), None)
-        return [self._event("conversation.item.input_audio_transcription.completed",
-                            item_id=self._item(event), content_index=0,
-                            transcript=str(event.get("text") or ""))]
+        return [self._event("conversation.item.input_audio_transcription.completed", item_id=self._item(event),
+                            content_index=0, transcript=str(event.get("text") or ""))]
 
-    def _text(self, event: dict) -> list[dict]:
-        events, r = self._take(event)
-        if r is None:
-            return events
+    def _say(self, event: dict) -> list[dict]:
+        """`response.text` (a sentence) or `audio.delta`, into the reply's assistant message."""
+        is_text = event["type"] == "response.text"
+        if _parley_id(event) in self._finished or not (is_text or self.audio_out):
+            return []  # late output of a finished or cancelled reply; or audio nobody asked for
+        events = self._take(event)
+        r = self._active
         events += self._message(r)
+        if not is_text:
+            return events + [self._event("response.output_audio.delta", **self._where(r),
+                                         delta=event.get("audio") or "")]
         delta = (" " if r.transcript else "") + str(event.get("text") or "")
         r.transcript += delta
         kind = "response.output_audio_transcript.delta" if self.audio_out else "response.output_text.delta"
         return events + [self._event(kind, **self._where(r), delta=delta)]
 
-    def _audio(self, event: dict) -> list[dict]:
-        if not self.audio_out:
-            return []
-        events, r = self._take(event)
-        if r is None:
-            return events
-        events += self._message(r)
-        return events + [self._event("response.output_audio.delta", **self._where(r),
-                                     delta=event.get("audio") or "")]
-
     def _tool_call(self, event: dict) -> list[dict]:
-        events, r = self._take(event)
-        if r is None:
-            return events
+        if _parley_id(event) in self._finished:
+            return []
+        events = self._take(event)
+        r = self._active
         events += self._close_message(r)
-        arguments = json.dumps(event.get("arguments", {}), separators=(",", ":"))
         item = {"id": self._id("item"), "object": "realtime.item", "type": "function_call",
                 "status": "in_progress", "call_id": event.get("call_id"), "name": event.get("name"),
                 "arguments": ""}
         r.output.append(item)
         at = {"response_id": r.id, "output_index": len(r.output) - 1}
-        events.append(self._event("response.output_item.added", **at, item=dict(item)))
-        events.append(self._event("conversation.item.added", item=dict(item),
-                                  previous_item_id=self._last_item))
-        item.update(status="completed", arguments=arguments)
-        events.append(self._event("response.function_call_arguments.done", **at, item_id=item["id"],
-                                  call_id=item["call_id"], name=item["name"], arguments=arguments))
-        events.append(self._event("response.output_item.done", **at, item=dict(item)))
-        events.append(self._event("conversation.item.done", item=dict(item)))
+        events += [self._event("response.output_item.added", **at, item=dict(item)),
+                   self._event("conversation.item.added", item=dict(item), previous_item_id=self._last_item)]
+        item.update(status="completed", arguments=json.dumps(event.get("arguments", {}), separators=(",", ":")))
+        events += [self._event("response.function_call_arguments.done", **at, item_id=item["id"],
+                               call_id=item["call_id"], name=item["name"], arguments=item["arguments"]),
+                   self._event("response.output_item.done", **at, item=dict(item)),
+                   self._event("conversation.item.done", item=dict(item))]
         self._last_item = item["id"]
         return events + self._close("completed")  # the client answers, then Parley goes on
 
     def _done(self, event: dict) -> list[dict]:
-        pid = _parley_id(event)
-        status = _STATUS.get(event.get("status"), "incomplete")
+        pid, status = _parley_id(event), _STATUS.get(event.get("status"), "incomplete")
         reason = "turn_detected" if status == "cancelled" else None  # the client's are closed already
         if pid in self._finished:
             return []
         self._finished.append(pid)
-        r = self._active
-        if r is not None and r.parley_id in (pid, None):
+        if self._active is not None and self._active.parley_id in (pid, None):
             return self._close(status, reason)
-        if r is None and pid not in self._seen:  # a reply that said nothing: still one response
+        if self._active is None and pid not in self._seen:  # a reply that said nothing: still a response
             return self._open(pid) + self._close(status, reason)
         return []
 
     def _parley_error(self, event: dict) -> list[dict]:
         code = str(event.get("code") or "internal")
-        return [self._error(_ERROR_TYPES.get(code, "invalid_request_error"), code,
-                            str(event.get("message") or ""))]
+        return [self._error(code, str(event.get("message") or ""), kind=_ERROR_TYPES.get(code))]
 
     # ------------------------------------------------------------ responses and items
 
-    def _take(self, event: dict) -> tuple[list[dict], _Response | None]:
-        """The response this Parley reply's output belongs in, opened when needed."""
-        pid = _parley_id(event)
-        if pid in self._finished:
-            return [], None  # late output of a finished or cancelled reply
-        events: list[dict] = []
+    def _take(self, event: dict) -> list[dict]:
+        """Make `_active` the response this reply's output goes into, opened when needed."""
+        pid, events = _parley_id(event), []
         if self._active is not None and self._active.parley_id not in (None, pid):
             events += self._close("incomplete")  # a new reply began before the old one ended
         if self._active is None:
@@ -369,7 +299,7 @@ class RealtimeTranslator:
         self._active.parley_id = pid
         if pid not in self._seen:
             self._seen.append(pid)
-        return events, self._active
+        return events
 
     def _open(self, pid: str | None) -> list[dict]:
         self._active = _Response(self._id("resp"), pid)
@@ -377,9 +307,8 @@ class RealtimeTranslator:
 
     def _close(self, status: str, reason: str | None = None) -> list[dict]:
         r, self._active = self._active, None
-        events = self._close_message(r)
         details = None if status == "completed" else {"type": status, "reason": reason}
-        return events + [self._event("response.done", response=self._response(r, status, details))]
+        return self._close_message(r) + [self._event("response.done", response=self._response(r, status, details))]
 
     def _message(self, r: _Response) -> list[dict]:
         if r.message is not None:
@@ -387,30 +316,32 @@ class RealtimeTranslator:
         r.message = {"id": self._id("item"), "object": "realtime.item", "type": "message",
                      "role": "assistant", "status": "in_progress", "content": []}
         r.output.append(r.message)
-        part = {"type": "audio", "transcript": ""} if self.audio_out else {"type": "text", "text": ""}
         where = self._where(r)
-        return [self._event("response.output_item.added", response_id=r.id,
-                            output_index=where["output_index"], item=_copy(r.message)),
+        return [self._event("response.output_item.added", response_id=r.id, output_index=where["output_index"],
+                            item=_copy(r.message)),
                 self._event("conversation.item.added", item=_copy(r.message), previous_item_id=self._last_item),
-                self._event("response.content_part.added", **where, part=part)]
+                self._event("response.content_part.added", **where, part=self._part(""))]
 
     def _close_message(self, r: _Response) -> list[dict]:
         if r.message is None:
             return []
-        where = self._where(r)
+        where, text = self._where(r), r.transcript
         if self.audio_out:
-            content, part = {"type": "output_audio", "transcript": r.transcript}, {"type": "audio", "transcript": r.transcript}
             events = [self._event("response.output_audio.done", **where),
-                      self._event("response.output_audio_transcript.done", **where, transcript=r.transcript)]
+                      self._event("response.output_audio_transcript.done", **where, transcript=text)]
+            content = {"type": "output_audio", "transcript": text}
         else:
-            content, part = {"type": "output_text", "text": r.transcript}, {"type": "text", "text": r.transcript}
-            events = [self._event("response.output_text.done", **where, text=r.transcript)]
+            events = [self._event("response.output_text.done", **where, text=text)]
+            content = {"type": "output_text", "text": text}
         r.message.update(status="completed", content=[content])
         self._last_item, item, r.message = r.message["id"], r.message, None
-        return events + [self._event("response.content_part.done", **where, part=part),
+        return events + [self._event("response.content_part.done", **where, part=self._part(text)),
                          self._event("response.output_item.done", response_id=r.id,
                                      output_index=where["output_index"], item=_copy(item)),
                          self._event("conversation.item.done", item=_copy(item))]
+
+    def _part(self, text: str) -> dict:
+        return {"type": "audio", "transcript": text} if self.audio_out else {"type": "text", "text": text}
 
     def _where(self, r: _Response) -> dict:
         """Where the open assistant message is: the fields of its delta events."""
@@ -420,8 +351,8 @@ class RealtimeTranslator:
     def _response(self, r: _Response, status: str, details: dict | None = None) -> dict:
         return {"id": r.id, "object": "realtime.response", "status": status, "status_details": details,
                 "output": [_copy(item) for item in r.output], "conversation_id": None,
-                "output_modalities": ["audio"] if self.audio_out else ["text"],
-                "audio": {"output": {"format": PCM}}, "usage": None, "metadata": None}
+                "output_modalities": self._modalities(), "audio": {"output": {"format": PCM}},
+                "usage": None, "metadata": None}
 
     def _item_events(self, item: dict) -> list[dict]:
         previous, self._last_item = self._last_item, item["id"]
@@ -429,24 +360,20 @@ class RealtimeTranslator:
                 self._event("conversation.item.done", item=_copy(item), previous_item_id=previous)]
 
     def _item(self, event: dict) -> str:
-        key = str(event.get("utterance_id"))
-        if key not in self._items:
-            self._items[key] = self._id("item")
-        return self._items[key]
+        return self._items.setdefault(str(event.get("utterance_id")), f"item_u{len(self._items) + 1}")
 
     # ------------------------------------------------------------ small things
 
     def _session(self) -> dict:
-        return {"type": "realtime", "object": "realtime.session", "id": self.session_id,
-                "model": self.model, "output_modalities": ["audio"] if self.audio_out else ["text"],
-                "instructions": self.instructions, "tool_choice": "auto",
-                "tools": [{"type": "function", **_fields(t)} for t in self._tools.values()],
+        return {"type": "realtime", "object": "realtime.session", "id": self.session_id, "model": self.model,
+                "output_modalities": self._modalities(), "instructions": self.instructions,
+                "tool_choice": "auto", "tools": [{"type": "function", **_fields(t)} for t in self._tools.values()],
                 "audio": {"input": {"format": PCM, "transcription": {"language": self.language},
                                     "turn_detection": {"type": "server_vad"}},
                           "output": {"format": PCM}}}
 
-    def _ms_in(self) -> int:
-        return self._samples_in * 1000 // RATE_HZ
+    def _modalities(self) -> list[str]:
+        return ["audio"] if self.audio_out else ["text"]
 
     def _id(self, prefix: str) -> str:
         return f"{prefix}_{next(self._ids)}"
@@ -454,10 +381,54 @@ class RealtimeTranslator:
     def _event(self, kind: str, **fields: Any) -> dict:
         return {"event_id": self._id("event"), "type": kind, **fields}
 
-    def _error(self, kind: str, code: str, message: str, param: str | None = None,
-               event_id: str | None = None) -> dict:
-        return self._event("error", error={"type": kind, "code": code, "message": message,
-                                           "param": param, "event_id": event_id})
+    def _error(self, code: str, message: str, param: str | None = None, event_id: str | None = None,
+               kind: str | None = None) -> dict:
+        return self._event("error", error={"type": kind or "invalid_request_error", "code": code,
+                                           "message": message, "param": param, "event_id": event_id})
+
+
+def _read_session(session: dict) -> tuple[str | None, str | None, dict | None, list | None]:
+    """A session.update's language, instructions, tools and modalities (None: not given)."""
+    for side in ("input", "output"):
+        fmt = _dig(session, "audio", side, "format")
+        if fmt is not None and (not isinstance(fmt, dict) or {**PCM, **fmt} != PCM):
+            raise _Bad("invalid_value", "Parley speaks audio/pcm at 24000 Hz only", f"session.audio.{side}.format")
+    modalities = _get(session, "output_modalities", list, required=False)
+    if modalities is not None and modalities not in (["audio"], ["text"]):
+        raise _Bad("invalid_value", "output_modalities must be ['audio'] or ['text']", "session.output_modalities")
+    language = _dig(session, "audio", "input", "transcription", "language")
+    if language is not None:
+        match = _LANGUAGE.fullmatch(language) if isinstance(language, str) else None
+        if match is None:
+            raise _Bad("invalid_value", f"not a language tag: {_show(language)}",
+                       "session.audio.input.transcription.language")
+        language = match.group(1).lower()
+    instructions = _get(session, "instructions", str, required=False)
+    return language, instructions, _read_tools(session.get("tools")), modalities
+
+
+def _read_tools(tools: Any) -> dict[str, dict] | None:
+    """Realtime function tools as Parley `tool.register` messages, by name."""
+    if tools is None:
+        return None
+    if not isinstance(tools, list):
+        raise _Bad("invalid_value", "tools must be an array", "session.tools")
+    parsed: dict[str, dict] = {}
+    for i, tool in enumerate(tools):
+        where = f"session.tools[{i}]"
+        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+            raise _Bad("invalid_value", "Parley supports tools of type 'function' only", where)
+        register = {"type": "tool.register", "name": tool.get("name"),
+                    "description": tool.get("description") or "",
+                    "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
+        try:  # the edge's own checks, so a bad tool is refused here, with its index
+            wire.parse_text(json.dumps(register), wire.Limits())
+        except (wire.ProtocolError, TypeError, ValueError) as exc:
+            raise _Bad("invalid_value", getattr(exc, "message", str(exc)), where) from None
+        if register["name"] in parsed:
+            raise _Bad("invalid_value", f"tool {register['name']!r} is listed twice", where)
+        parsed[register["name"]] = register
+    return parsed
 
 
 def _parley_id(event: dict) -> str:
@@ -487,7 +458,7 @@ def _load(frame: str) -> dict:
         obj = json.loads(frame)
     except (ValueError, RecursionError):
         raise _Bad("invalid_json", "the event is not valid JSON") from None
-    if not isinstance(obj, dict):
+    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
         raise _Bad("invalid_value", "an event must be a JSON object with a string field 'type'", "type")
     return obj
 
