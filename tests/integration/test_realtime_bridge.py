@@ -305,3 +305,16 @@ async def test_a_claim_that_is_not_realtime_is_refused(bridge):
     reply = await bridge.nc.request(bridge.subjects.realtime_claim, encode(claim), timeout=5)
     assert reply.headers["Nats-Service-Error-Code"] == "400"
     assert bridge.fake.connections == []
+
+
+async def test_an_upstream_that_cannot_come_back_ends_the_session_with_a_warning(bridge):
+    s = sid()
+    await bridge.claim(s, tools=())
+    out = await bridge.out(s)
+    bridge.fake.api_key = "sk-rotated"  # the key is revoked: re-creation gets a 401
+    bridge.fake.expire(1)
+    warning = await out.next(of("warning"))
+    assert warning["code"] == "provider_unavailable" and "5ecret" not in json.dumps(warning)
+    leases = await bridge.nc.subscribe(bridge.subjects.stt_lease(s))
+    with pytest.raises(TimeoutError):  # released: no owner renews the lease any more
+        await leases.next_msg(timeout=2 * 3.0 / 3 + 0.5)
