@@ -56,6 +56,7 @@ class Settings:
     start_timeout_s: float = 10.0
     max_text_frame_bytes: int = 64 * 1024
     max_frame_audio_s: float = 1.0
+    assistant_engine: str = "pipeline"  # for sessions that do not choose one
     # workers
     metrics_port: int = 0
     work_deadline_s: float = 10.0
@@ -68,6 +69,8 @@ class Settings:
             raise ValueError(f"engines must be one of {ENGINE_SETS}, not {self.engines!r}")
         if not 20 <= self.chunk_ms <= 1000 or self.chunk_ms % 20:
             raise ValueError("chunk_ms must be a multiple of 20 between 20 and 1000")
+        if self.assistant_engine not in ("pipeline", "realtime"):
+            raise ValueError("assistant_engine must be 'pipeline' or 'realtime'")
         if self.resume_window_s <= 0 or self.start_timeout_s <= 0:
             raise ValueError("timeouts must be positive")
 
@@ -89,6 +92,7 @@ class Settings:
             "metrics_port": int(_env_float("PARLEY_METRICS_PORT", cls.metrics_port)),
             "work_deadline_s": _env_float("PARLEY_WORK_DEADLINE_S", cls.work_deadline_s),
             "log_level": _env("PARLEY_LOG_LEVEL", cls.log_level),
+            "assistant_engine": _env("PARLEY_ASSISTANT_ENGINE", cls.assistant_engine),
         }
         env.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**env)

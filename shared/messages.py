@@ -244,6 +244,7 @@ class Capabilities:
     kind: str
     languages: tuple[str, ...] = ()
     pairs: tuple[tuple[str, str], ...] = ()
+    engines: tuple[str, ...] = ()  # tools: the assistant engines it can run
 
 
 MESSAGE_TYPES: dict[str, type] = {

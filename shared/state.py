@@ -35,6 +35,7 @@ class SessionRecord:
     created_at: float = 0.0
     instructions: str | None = None  # assistant mode
     tools: tuple[dict, ...] = ()  # assistant mode: the client's registered tools, as sent
+    engine: str = "pipeline"  # assistant mode: "pipeline" or "realtime"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -21,6 +21,7 @@ class SystemCapabilities:
     pairs: frozenset[tuple[str, str]]
     tts: frozenset[str]
     missing_kinds: tuple[str, ...]  # worker kinds that did not answer
+    engines: frozenset[str] = frozenset()  # assistant engines the tools workers run
 
 
 def admission_problems(
@@ -44,9 +45,13 @@ def admission_problems(
     return problems
 
 
-def assistant_problems(caps: SystemCapabilities, language: str) -> list[str]:
+def assistant_problems(caps: SystemCapabilities, language: str, engine: str = "pipeline") -> list[str]:
     """Why an assistant session cannot be served; empty when it can."""
     problems = [f"no {kind} worker is running" for kind in caps.missing_kinds]
+    if engine not in caps.engines and "tools" not in caps.missing_kinds:
+        problems.append(f"the {engine!r} assistant engine is not available (realtime needs OPENAI_API_KEY)")
+    if engine == "realtime":
+        return problems  # speech in and out is the Realtime model's
     if language not in caps.stt:
         problems.append(f"no speech recognition for {language!r}")
     if language not in caps.tts:
@@ -91,6 +96,7 @@ class CapabilityCache:
             pairs=frozenset(answers["translate"].pairs) if answers["translate"] else frozenset(),
             tts=frozenset(answers["tts"].languages) if answers["tts"] else frozenset(),
             missing_kinds=tuple(k for k in WORKER_KINDS if answers[k] is None),
+            engines=frozenset(answers["tools"].engines) if answers["tools"] else frozenset(),
         )
         self._cached = (now, caps)
         return caps

@@ -130,8 +130,9 @@ class Session:
 
     async def _start(self, start: wire.SessionStart) -> None:
         caps = await self.ctx.capabilities.get()
+        engine = start.engine or self.ctx.settings.assistant_engine
         if start.mode == "assistant":
-            problems = assistant_problems(caps, start.language)
+            problems = assistant_problems(caps, start.language, engine)
         else:
             problems = admission_problems(caps, start.language, start.target_language, start.room)
         if problems:
@@ -156,6 +157,7 @@ class Session:
             created_at=time.time(),
             instructions=start.instructions,
             tools=tuple(self.assistant.tools.values()) if self.assistant else (),
+            engine=engine,
         )
         await self.ctx.store.save_session(self.record, LIVE_RECORD_TTL_S)
         await self._attach(token, resumed=False, last_seq=None)
@@ -188,6 +190,8 @@ class Session:
             "input_sample_rate": record.input_sample_rate,
             "output_sample_rate": record.output_sample_rate, "voice": record.voice,
             "chunk_ms": self.ctx.settings.chunk_ms,
+            **({"engine": record.engine, "tools": [t["name"] for t in record.tools]}
+               if record.mode == "assistant" else {}),
         })
         await self._subscribe_out(last_seq)
         self.chunker = self.ctx.new_chunker(record.input_sample_rate)
@@ -208,7 +212,7 @@ class Session:
         if self.assistant is None:
             return None
         r = self.record
-        return self.assistant.config(r.language, r.output_sample_rate, r.voice)
+        return self.assistant.config(r.language, r.output_sample_rate, r.voice, r.engine)
 
     async def _control(self, message) -> None:
         await self.ctx.nc.publish(self.ctx.subjects.ctl(self.sid), encode(message))

@@ -30,6 +30,7 @@ MAX_SAMPLE_RATE = 48000
 DEFAULT_SAMPLE_RATE = 16000
 MAX_TOOL_TIMEOUT_MS = 30000
 MODES = ("translate", "assistant")
+ASSISTANT_ENGINES = ("pipeline", "realtime")  # STT → model → TTS, or OpenAI Realtime
 
 _MAX_SEQ = 2**63 - 1  # NATS stream sequences are uint64; JSON ints beyond are nonsense here
 _MAX_ID_CHARS = 256  # call ids, resume tokens, ping ids, voices: ours or short by nature
@@ -78,6 +79,7 @@ class SessionStart:
     voice: str | None = None
     instructions: str | None = None
     tools: tuple[ToolRegister, ...] = ()
+    engine: str | None = None  # assistant: "pipeline" or "realtime"; None: the server's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +221,15 @@ def _session_start(obj: dict[str, Any]) -> SessionStart:
         voice=_short_str(obj, "voice", required=False),
         instructions=_field(obj, "instructions", str, required=False),
         tools=_tools(obj),
+        engine=_engine(obj),
     )
+
+
+def _engine(obj: dict[str, Any]) -> str | None:
+    engine = _field(obj, "engine", str, required=False)
+    if engine is not None and engine not in ASSISTANT_ENGINES:
+        raise _bad(f"field 'engine' must be 'pipeline' or 'realtime', not {_show(engine)}")
+    return engine
 
 
 def _tools(obj: dict[str, Any]) -> tuple[ToolRegister, ...]:

@@ -47,6 +47,7 @@ __all__ = [
     "ToolSpec",
     "ToolSpecError",
     "client_spec",
+    "session_registry",
     "validate_arguments",
     "validate_schema",
 ]
@@ -157,6 +158,21 @@ class ToolRegistry:
     def for_model(self) -> list[dict[str, Any]]:
         """Server tools first, then the session's in the order they were first registered."""
         return [spec.for_model() for spec in (*self._server.values(), *self._own.values())]
+
+
+def session_registry(session_id: str, decls: Iterable[Any], server_tools: Iterable[ToolSpec] = ()
+                     ) -> tuple[ToolRegistry, list[str]]:
+    """A registry of a session's declared tools (`ToolDecl`s: name, description, parameters,
+    timeout_s) and the server's; a declaration it refuses is left out and its problem
+    returned (the edge checked them already; the server's configuration may differ)."""
+    registry, problems = ToolRegistry(session_id, server_tools), []
+    for decl in decls:
+        try:
+            registry.register(ToolSpec(decl.name, decl.description, decl.parameters, decl.timeout_s,
+                                       session_id))
+        except (ParleyError, ValueError) as exc:
+            problems.append(f"tool {decl.name} left out: {exc}")
+    return registry, problems
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ import httpx
 
 from services.tools.llm.history import ConversationStore
 from services.tools.llm.provider import LlmProvider
-from services.tools.registry import StepBudget, ToolRegistry, ToolSpec
+from services.tools.registry import StepBudget, session_registry
 from services.tools.turn import (
     AppendHistory,
     CallClientTool,
@@ -54,17 +54,6 @@ STATUS = {"stop": "completed", "cancelled": "cancelled", "error": "failed", "ste
 def response_id_of(utterance_id: str) -> str:
     """Stable across redelivery, so re-published events are deduplicated."""
     return f"{utterance_id}-r"
-
-
-def session_registry(work: AssistantTurn, server_tools: list[WebhookTool]) -> ToolRegistry:
-    registry = ToolRegistry(work.sid, [tool.spec for tool in server_tools])
-    for decl in work.assistant.tools:
-        try:
-            registry.register(ToolSpec(decl.name, decl.description, decl.parameters,
-                                       decl.timeout_s, work.sid))
-        except (ParleyError, ValueError) as exc:  # the edge checked it; config may differ
-            log.warning("tool %s of %s refused: %s", decl.name, work.sid, exc)
-    return registry
 
 
 @dataclass
@@ -105,6 +94,7 @@ class TurnRun:
         self.sentences: asyncio.Queue[Say | None] = asyncio.Queue()
         self.said: list[str] = []
         self.sends: dict[str, int] = {}  # call id → times sent (a resend gets a new msg id)
+        self.sent_at: dict[str, float] = {}  # call id → when its tool.call last went out
         self.tasks: set[asyncio.Task] = set()
         self.llm_task: asyncio.Task | None = None
         self.turn: Turn | None = None
@@ -113,7 +103,10 @@ class TurnRun:
 
     async def run(self) -> None:
         w = self.work
-        self.registry = session_registry(w, self.deps.server_tools)
+        self.registry, problems = session_registry(w.sid, w.assistant.tools,
+                                                   [tool.spec for tool in self.deps.server_tools])
+        for problem in problems:
+            log.warning("session %s: %s", w.sid, problem)
         history = await self.deps.conversations.load(w.sid)
         self.turn = Turn(self.rid, self.registry, StepBudget(), history, w.text, time.monotonic())
         subs = [await self.rt.nc.subscribe(self.rt.subjects.ctl(w.sid), cb=self._on_ctl),
@@ -163,6 +156,8 @@ class TurnRun:
                                    "message": f"the assistant's model is unavailable: {reason}"}, "llm-failed")
                 return self.turn.on_llm_error(now)
             case ("answer", call_id, output, error):
+                if call_id in self.sent_at:  # a client's answer, not a webhook's
+                    metrics.STAGE_SECONDS.labels("tool_round_trip").observe(time.perf_counter() - self.sent_at[call_id])
                 return self.turn.on_tool_result(call_id, output, error, now)
             case ("cancel",):
                 return self.turn.cancel(now)
@@ -252,6 +247,7 @@ class TurnRun:
         event = {"type": "tool.call", "call_id": call.call_id, "name": call.name,
                  "arguments": call.arguments, "response_id": self.rid}
         await self._event(event, f"call:{call.call_id}:{sent}")
+        self.sent_at[call.call_id] = time.perf_counter()
 
     async def _speak_all(self) -> None:
         while (say := await self.sentences.get()) is not None:

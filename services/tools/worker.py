@@ -1,4 +1,5 @@
-"""Tools worker: runs assistant turns from `parley.work.tools` (services/tools/runner.py).
+"""Tools worker: runs assistant turns from `parley.work.tools` (services/tools/runner.py),
+and owns the audio of speech-to-speech sessions on `parley.realtime.claim` (realtime/).
 
 Server-side tools (signed webhooks) come from the `[[tools.webhook]]` tables of the
 `PARLEY_CONFIG` file; conversation history lives in Redis when configured, else here.
@@ -11,6 +12,7 @@ import logging
 
 from services.tools.llm import engines
 from services.tools.llm.history import ConversationStore
+from services.tools.realtime.owner import add_realtime_endpoint
 from services.tools.runner import Deps, TurnRunner
 from services.tools.webhooks import configured_webhooks
 from shared.config import Settings
@@ -27,7 +29,8 @@ async def main(settings: Settings) -> None:
     http = HttpClients(settings.providers.timeout_s)
     llm = engines.build(settings, http)
     webhooks = configured_webhooks()
-    caps = Capabilities(kind="tools")
+    realtime = ("realtime",) if settings.providers.openai_api_key else ()
+    caps = Capabilities(kind="tools", engines=("pipeline", *realtime))
 
     async def start(runtime: Runtime) -> None:
         conversations = ConversationStore(settings.redis_url, prefix=settings.prefix)
@@ -35,4 +38,4 @@ async def main(settings: Settings) -> None:
         runtime.tasks.append(asyncio.create_task(consume_work(runtime, "tools", TurnRunner(deps), CONCURRENCY)))
         runtime.closers += [llm.close, conversations.close, http.aclose]
 
-    await run_worker("tools", settings, caps, start)
+    await run_worker("tools", settings, caps, start, add_realtime_endpoint)

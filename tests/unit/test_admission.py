@@ -38,3 +38,15 @@ def test_room_listener_without_stt_is_admitted_with_warnings():
 def test_wildcard_pair_supports_any_direction():
     caps = SystemCapabilities(CAPS.stt, frozenset({("*", "*")}), frozenset({"ja"}), ())
     assert admission_problems(caps, "en", "ja", None) == []
+
+
+def test_assistant_admission_needs_an_engine_a_recogniser_and_a_voice():
+    from services.edge.capabilities import assistant_problems
+
+    caps = SystemCapabilities(CAPS.stt, CAPS.pairs, CAPS.tts, (), engines=frozenset({"pipeline"}))
+    assert assistant_problems(caps, "en") == []
+    assert assistant_problems(caps, "ja") == ["no speech recognition for 'ja'", "no speech synthesis for 'ja'"]
+    [problem] = assistant_problems(caps, "en", "realtime")
+    assert "'realtime'" in problem and "OPENAI_API_KEY" in problem
+    realtime = SystemCapabilities(frozenset(), frozenset(), frozenset(), (), engines=frozenset({"realtime"}))
+    assert assistant_problems(realtime, "ja", "realtime") == []  # speech in and out is the model's

@@ -16,7 +16,7 @@ import uuid
 from nats.micro.service import EndpointConfig, Request, Service
 
 from services.tools.realtime.session import RealtimeSession, build_registry, session_config
-from services.tools.realtime.upstream import DEFAULT_MODEL, RealtimeUpstream
+from services.tools.realtime.upstream import RealtimeUpstream
 from services.tools.registry import ToolRegistry
 from shared.errors import ProviderError, ProviderUnavailable
 from shared.messages import Assistant, SttClaim, SttClaimed, decode, encode
@@ -35,9 +35,8 @@ class RealtimeSessions:
         providers = self.runtime.settings.providers
         if not providers.openai_api_key:
             raise ProviderUnavailable("OPENAI_API_KEY is not set: no realtime engine")
-        model = getattr(providers, "openai_realtime_model", None) or DEFAULT_MODEL
         return RealtimeUpstream(providers.openai_api_key, providers.openai_base_url,
-                                session_config(assistant, registry), model=model,
+                                session_config(assistant, registry), model=providers.realtime_model,
                                 timeout_s=providers.timeout_s)
 
     async def claim(self, claim: SttClaim) -> SttClaimed:

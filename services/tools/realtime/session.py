@@ -25,7 +25,7 @@ from services.tools.registry import (
     CallOutcome,
     PendingCalls,
     ToolRegistry,
-    client_spec,
+    session_registry,
     validate_arguments,
 )
 from shared import bus
@@ -55,14 +55,10 @@ STATUSES = {"completed": "completed", "cancelled": "cancelled"}  # anything else
 
 
 def build_registry(sid: str, assistant: Assistant) -> ToolRegistry:
-    """The session's client tools; one the registry refuses is left out, not fatal."""
-    registry = ToolRegistry(sid)
-    for decl in assistant.tools:
-        try:
-            registry.register(client_spec(decl.name, decl.description, decl.parameters, owner=sid,
-                                          timeout_ms=round(decl.timeout_s * 1000)))
-        except (ParleyError, ValueError) as exc:
-            log.warning("session %s: tool %s left out: %s", sid, decl.name, exc)
+    """The session's client tools (server webhooks are not offered to Realtime sessions)."""
+    registry, problems = session_registry(sid, assistant.tools)
+    for problem in problems:
+        log.warning("session %s: %s", sid, problem)
     return registry
 
 
