@@ -168,7 +168,8 @@ async def fake_edge() -> AsyncIterator[FakeEdge]:
 
 
 @pytest.fixture
-async def page() -> AsyncIterator[Page]:
+async def page(fake_edge: FakeEdge) -> AsyncIterator[Page]:
+    """A browser page; closed before the fake edge stops, so the client never sees it gone."""
     async with chromium() as b:
         yield b.page
         assert b.errors == []

@@ -11,6 +11,7 @@ const $ = (id) => document.getElementById(id);
 // State for tests and for curious people with a console open.
 const assistant = { client: null, state: "idle", events: [] };
 window.assistant = assistant;
+let ending = false; // End was pressed: the close is ours
 
 // ---- the function the assistant may call ------------------------------------
 
@@ -133,6 +134,7 @@ async function start() {
   });
   assistant.client = client;
   assistant.events = [];
+  ending = false;
   for (const id of ["transcript", "replies", "tool-log"]) $(id).replaceChildren();
   client.on("*", handle);
   client.registerFunction("set_background_color", setBackgroundColor, BACKGROUND_SCHEMA, {
@@ -140,8 +142,9 @@ async function start() {
   });
   try {
     await client.connect();
-    await client.startMicrophone();
+    if (client.state === "open") await client.startMicrophone(); // else End was pressed meanwhile
   } catch (err) {
+    if (ending) return; // End was pressed meanwhile
     notice("error", err.message);
     if (client.state !== "closed") client.end();
     setState("error");
@@ -153,6 +156,9 @@ $("controls").addEventListener("submit", (e) => {
   start();
 });
 $("barge").addEventListener("click", () => assistant.client?.cancelResponse());
-$("end").addEventListener("click", () => assistant.client?.end());
+$("end").addEventListener("click", () => {
+  ending = true;
+  assistant.client?.end();
+});
 const language = new URLSearchParams(location.search).get("language");
 if (language) $("language").value = language;
