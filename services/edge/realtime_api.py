@@ -21,18 +21,26 @@ import base64
 import binascii
 import itertools
 import json
-import re
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.edge import wire
+from services.edge.realtime_input import (
+    PCM,
+    RATE_HZ,
+    BadEvent,
+    copy_item,
+    get_field,
+    json_or_text,
+    load_event,
+    parley_id,
+    read_session,
+    show,
+    tool_fields,
+)
 
-RATE_HZ = 24000  # Realtime's audio/pcm: PCM16LE mono at 24 kHz, in and out
 FRAME_BYTES = 2 * RATE_HZ  # Parley takes at most 1 s of audio per frame
-PCM = {"type": "audio/pcm", "rate": RATE_HZ}
 _KEPT_IDS = 64  # recent Parley replies remembered, to drop their late events
-_LANGUAGE = re.compile(r"([A-Za-z]{2,3})(?:[-_][A-Za-z0-9]{1,8})*")
 _STATUS = {"completed": "completed", "cancelled": "cancelled", "failed": "failed", "step_limit": "incomplete"}
 _ERROR_TYPES = {"rate_limited": "rate_limit_error", "internal": "server_error",
                 "provider_unavailable": "server_error"}
@@ -46,12 +54,6 @@ ParleyMessage = dict | bytes  # a text message, or a binary frame of PCM16LE aud
 class Translation:
     to_parley: list[ParleyMessage] = field(default_factory=list)
     to_client: list[dict] = field(default_factory=list)  # Realtime server events, sent now
-
-
-class _Bad(Exception):
-    def __init__(self, code: str, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.param = code, message, param
 
 
 @dataclass
@@ -102,7 +104,7 @@ class RealtimeTranslator:
         self.started, self._registered = True, dict(self._tools)
         start = {"type": "session.start", "mode": "assistant", "language": self.language,
                  "input_sample_rate": RATE_HZ, "output_sample_rate": RATE_HZ,
-                 "tools": [_fields(t) for t in self._tools.values()]}
+                 "tools": [tool_fields(t) for t in self._tools.values()]}
         return Translation([{**start, "instructions": self.instructions} if self.instructions else start])
 
     def client_event(self, frame: str | bytes) -> Translation:
@@ -110,24 +112,24 @@ class RealtimeTranslator:
         out, event_id = Translation(), None
         try:
             if isinstance(frame, bytes):
-                raise _Bad("invalid_value", "binary frames are not part of the Realtime API; "
+                raise BadEvent("invalid_value", "binary frames are not part of the Realtime API; "
                            "send audio with input_audio_buffer.append")
-            obj = _load(frame)
+            obj = load_event(frame)
             event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
             kind = obj.get("type")
             if kind in _UNSUPPORTED:
-                raise _Bad("unsupported_event", f"{kind} is not supported by Parley", "type")
+                raise BadEvent("unsupported_event", f"{kind} is not supported by Parley", "type")
             if kind not in self._CLIENT:
-                raise _Bad("invalid_value", f"unknown event type {_show(kind)}", "type")
+                raise BadEvent("invalid_value", f"unknown event type {show(kind)}", "type")
             if not self.started and kind != "session.update":
                 out = self.start()
             getattr(self, self._CLIENT[kind])(obj, out)
-        except _Bad as bad:
+        except BadEvent as bad:
             out.to_client.append(self._error(bad.code, bad.message, bad.param, event_id))
         return out
 
     def _session_update(self, obj: dict, out: Translation) -> None:
-        language, instructions, tools, modalities = _read_session(_get(obj, "session", dict))
+        language, instructions, tools, modalities = read_session(get_field(obj, "session", dict))
         fixed = [name for name, new, old in (("instructions", instructions, self.instructions),
                                              ("language", language, self.language))
                  if self.started and new is not None and new != old]
@@ -157,11 +159,11 @@ class RealtimeTranslator:
 
     def _append(self, obj: dict, out: Translation) -> None:
         try:
-            pcm = base64.b64decode(_get(obj, "audio", str), validate=True)
+            pcm = base64.b64decode(get_field(obj, "audio", str), validate=True)
         except (binascii.Error, ValueError):
-            raise _Bad("invalid_value", "audio is not valid base64", "audio") from None
+            raise BadEvent("invalid_value", "audio is not valid base64", "audio") from None
         if not pcm or len(pcm) % 2:
-            raise _Bad("invalid_value", "audio must hold whole PCM16 samples", "audio")
+            raise BadEvent("invalid_value", "audio must hold whole PCM16 samples", "audio")
         self._samples_in += len(pcm) // 2
         out.to_parley += [pcm[i:i + FRAME_BYTES] for i in range(0, len(pcm), FRAME_BYTES)]
 
@@ -173,12 +175,12 @@ class RealtimeTranslator:
         out.to_client.append(self._event("input_audio_buffer.cleared"))
 
     def _item_create(self, obj: dict, out: Translation) -> None:
-        item = _get(obj, "item", dict)
+        item = get_field(obj, "item", dict)
         if item.get("type") != "function_call_output":
-            raise _Bad("unsupported_item", "Parley takes function_call_output items only; "
+            raise BadEvent("unsupported_item", "Parley takes function_call_output items only; "
                        "the user speaks through input_audio_buffer", "item.type")
-        call_id, text = _get(item, "call_id", str, where="item."), _get(item, "output", str, where="item.")
-        out.to_parley.append({"type": "tool.result", "call_id": call_id, "output": _json_or_text(text)})
+        call_id, text = get_field(item, "call_id", str, where="item."), get_field(item, "output", str, where="item.")
+        out.to_parley.append({"type": "tool.result", "call_id": call_id, "output": json_or_text(text)})
         out.to_client += self._item_events({
             "id": item["id"] if isinstance(item.get("id"), str) else self._id("item"), "object": "realtime.item",
             "type": "function_call_output", "call_id": call_id, "output": text, "status": "completed"})
@@ -237,7 +239,7 @@ class RealtimeTranslator:
     def _say(self, event: dict) -> list[dict]:
         """`response.text` (a sentence) or `audio.delta`, into the reply's assistant message."""
         is_text = event["type"] == "response.text"
-        if _parley_id(event) in self._finished or not (is_text or self.audio_out):
+        if parley_id(event) in self._finished or not (is_text or self.audio_out):
             return []  # late output of a finished or cancelled reply; or audio nobody asked for
         events = self._take(event)
         r = self._active
@@ -251,7 +253,7 @@ class RealtimeTranslator:
         return events + [self._event(kind, **self._where(r), delta=delta)]
 
     def _tool_call(self, event: dict) -> list[dict]:
-        if _parley_id(event) in self._finished:
+        if parley_id(event) in self._finished:
             return []
         events = self._take(event)
         r = self._active
@@ -272,7 +274,7 @@ class RealtimeTranslator:
         return events + self._close("completed")  # the client answers, then Parley goes on
 
     def _done(self, event: dict) -> list[dict]:
-        pid, status = _parley_id(event), _STATUS.get(event.get("status"), "incomplete")
+        pid, status = parley_id(event), _STATUS.get(event.get("status"), "incomplete")
         reason = "turn_detected" if status == "cancelled" else None  # the client's are closed already
         if pid in self._finished:
             return []
@@ -291,7 +293,7 @@ class RealtimeTranslator:
 
     def _take(self, event: dict) -> list[dict]:
         """Make `_active` the response this reply's output goes into, opened when needed."""
-        pid, events = _parley_id(event), []
+        pid, events = parley_id(event), []
         if self._active is not None and self._active.parley_id not in (None, pid):
             events += self._close("incomplete")  # a new reply began before the old one ended
         if self._active is None:
@@ -318,8 +320,8 @@ class RealtimeTranslator:
         r.output.append(r.message)
         where = self._where(r)
         return [self._event("response.output_item.added", response_id=r.id, output_index=where["output_index"],
-                            item=_copy(r.message)),
-                self._event("conversation.item.added", item=_copy(r.message), previous_item_id=self._last_item),
+                            item=copy_item(r.message)),
+                self._event("conversation.item.added", item=copy_item(r.message), previous_item_id=self._last_item),
                 self._event("response.content_part.added", **where, part=self._part(""))]
 
     def _close_message(self, r: _Response) -> list[dict]:
@@ -337,8 +339,8 @@ class RealtimeTranslator:
         self._last_item, item, r.message = r.message["id"], r.message, None
         return events + [self._event("response.content_part.done", **where, part=self._part(text)),
                          self._event("response.output_item.done", response_id=r.id,
-                                     output_index=where["output_index"], item=_copy(item)),
-                         self._event("conversation.item.done", item=_copy(item))]
+                                     output_index=where["output_index"], item=copy_item(item)),
+                         self._event("conversation.item.done", item=copy_item(item))]
 
     def _part(self, text: str) -> dict:
         return {"type": "audio", "transcript": text} if self.audio_out else {"type": "text", "text": text}
@@ -350,14 +352,14 @@ class RealtimeTranslator:
 
     def _response(self, r: _Response, status: str, details: dict | None = None) -> dict:
         return {"id": r.id, "object": "realtime.response", "status": status, "status_details": details,
-                "output": [_copy(item) for item in r.output], "conversation_id": None,
+                "output": [copy_item(item) for item in r.output], "conversation_id": None,
                 "output_modalities": self._modalities(), "audio": {"output": {"format": PCM}},
                 "usage": None, "metadata": None}
 
     def _item_events(self, item: dict) -> list[dict]:
         previous, self._last_item = self._last_item, item["id"]
-        return [self._event("conversation.item.added", item=_copy(item), previous_item_id=previous),
-                self._event("conversation.item.done", item=_copy(item), previous_item_id=previous)]
+        return [self._event("conversation.item.added", item=copy_item(item), previous_item_id=previous),
+                self._event("conversation.item.done", item=copy_item(item), previous_item_id=previous)]
 
     def _item(self, event: dict) -> str:
         return self._items.setdefault(str(event.get("utterance_id")), f"item_u{len(self._items) + 1}")
@@ -367,7 +369,7 @@ class RealtimeTranslator:
     def _session(self) -> dict:
         return {"type": "realtime", "object": "realtime.session", "id": self.session_id, "model": self.model,
                 "output_modalities": self._modalities(), "instructions": self.instructions,
-                "tool_choice": "auto", "tools": [{"type": "function", **_fields(t)} for t in self._tools.values()],
+                "tool_choice": "auto", "tools": [{"type": "function", **tool_fields(t)} for t in self._tools.values()],
                 "audio": {"input": {"format": PCM, "transcription": {"language": self.language},
                                     "turn_detection": {"type": "server_vad"}},
                           "output": {"format": PCM}}}
@@ -385,101 +387,3 @@ class RealtimeTranslator:
                kind: str | None = None) -> dict:
         return self._event("error", error={"type": kind or "invalid_request_error", "code": code,
                                            "message": message, "param": param, "event_id": event_id})
-
-
-def _read_session(session: dict) -> tuple[str | None, str | None, dict | None, list | None]:
-    """A session.update's language, instructions, tools and modalities (None: not given)."""
-    for side in ("input", "output"):
-        fmt = _dig(session, "audio", side, "format")
-        if fmt is not None and (not isinstance(fmt, dict) or {**PCM, **fmt} != PCM):
-            raise _Bad("invalid_value", "Parley speaks audio/pcm at 24000 Hz only", f"session.audio.{side}.format")
-    modalities = _get(session, "output_modalities", list, required=False)
-    if modalities is not None and modalities not in (["audio"], ["text"]):
-        raise _Bad("invalid_value", "output_modalities must be ['audio'] or ['text']", "session.output_modalities")
-    language = _dig(session, "audio", "input", "transcription", "language")
-    if language is not None:
-        match = _LANGUAGE.fullmatch(language) if isinstance(language, str) else None
-        if match is None:
-            raise _Bad("invalid_value", f"not a language tag: {_show(language)}",
-                       "session.audio.input.transcription.language")
-        language = match.group(1).lower()
-    instructions = _get(session, "instructions", str, required=False)
-    return language, instructions, _read_tools(session.get("tools")), modalities
-
-
-def _read_tools(tools: Any) -> dict[str, dict] | None:
-    """Realtime function tools as Parley `tool.register` messages, by name."""
-    if tools is None:
-        return None
-    if not isinstance(tools, list):
-        raise _Bad("invalid_value", "tools must be an array", "session.tools")
-    parsed: dict[str, dict] = {}
-    for i, tool in enumerate(tools):
-        where = f"session.tools[{i}]"
-        if not isinstance(tool, dict) or tool.get("type", "function") != "function":
-            raise _Bad("invalid_value", "Parley supports tools of type 'function' only", where)
-        register = {"type": "tool.register", "name": tool.get("name"),
-                    "description": tool.get("description") or "",
-                    "parameters": tool.get("parameters") or {"type": "object", "properties": {}}}
-        try:  # the edge's own checks, so a bad tool is refused here, with its index
-            wire.parse_text(json.dumps(register), wire.Limits())
-        except (wire.ProtocolError, TypeError, ValueError) as exc:
-            raise _Bad("invalid_value", getattr(exc, "message", str(exc)), where) from None
-        if register["name"] in parsed:
-            raise _Bad("invalid_value", f"tool {register['name']!r} is listed twice", where)
-        parsed[register["name"]] = register
-    return parsed
-
-
-def _parley_id(event: dict) -> str:
-    return str(event.get("response_id") or event.get("utterance_id") or "")
-
-
-def _fields(tool: dict) -> dict:
-    return {k: tool[k] for k in ("name", "description", "parameters")}
-
-
-def _copy(item: dict) -> dict:
-    return {**item, "content": [dict(c) for c in item["content"]]} if "content" in item else dict(item)
-
-
-def _json_or_text(text: str) -> Any:
-    """A function's output as JSON when it is JSON (NaN and friends are not), else the text."""
-    def no_constant(name: str) -> Any:
-        raise ValueError(name)
-    try:
-        return json.loads(text, parse_constant=no_constant)
-    except (ValueError, RecursionError):
-        return text
-
-
-def _load(frame: str) -> dict:
-    try:
-        obj = json.loads(frame)
-    except (ValueError, RecursionError):
-        raise _Bad("invalid_json", "the event is not valid JSON") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-        raise _Bad("invalid_value", "an event must be a JSON object with a string field 'type'", "type")
-    return obj
-
-
-def _get(obj: dict, key: str, kind: type, *, required: bool = True, where: str = "") -> Any:
-    value = obj.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, kind) or isinstance(value, bool) != (kind is bool):
-        what = "missing" if value is None else f"must be {kind.__name__}, not {type(value).__name__}"
-        raise _Bad("missing_required_parameter" if value is None else "invalid_type",
-                   f"'{where}{key}' {what}", where + key)
-    return value
-
-
-def _dig(obj: Any, *keys: str) -> Any:
-    for key in keys:
-        obj = obj.get(key) if isinstance(obj, dict) else None
-    return obj
-
-
-def _show(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 1] + "…"
