@@ -76,6 +76,16 @@ class TtsHandler:
 
 def _speak_endpoint(handler: TtsHandler):
     async def add(service: Service, runtime: Runtime) -> None:
+        # An endpoint's handler runs one request at a time; each sentence gets a task of its
+        # own so one slow voice never holds up other sessions' replies.
+        slots = asyncio.Semaphore(CONCURRENCY)
+        speaking: set[asyncio.Task] = set()
+
+        async def speak(request: Request, work: TtsWork) -> None:
+            async with slots:
+                cancelled = await _cancellable(runtime, work, handler(work, None))
+            await request.respond(b"cancelled" if cancelled else b"done")
+
         async def on_speak(request: Request) -> None:
             try:
                 work = decode(request.data)
@@ -84,12 +94,18 @@ def _speak_endpoint(handler: TtsHandler):
             except ValueError as exc:
                 await request.respond_error("400", str(exc))
                 return
-            cancelled = await _cancellable(runtime, work, handler(work, None))
-            await request.respond(b"cancelled" if cancelled else b"done")
+            task = asyncio.create_task(speak(request, work))
+            speaking.add(task)
+            task.add_done_callback(speaking.discard)
+
+        async def finish_speaking() -> None:  # on drain: sentences in progress end first
+            if speaking:
+                await asyncio.wait(speaking, timeout=runtime.settings.providers.timeout_s)
 
         await service.add_endpoint(
             EndpointConfig(name="speak", subject=runtime.subjects.tts_speak, handler=on_speak)
         )
+        runtime.closers.insert(0, finish_speaking)
 
     return add
 
