@@ -20,8 +20,8 @@ from tests.e2e.test_sdk import Browsed, chromium
 from tests.speech import synthesize_speech
 
 SENTENCE = "please make the background blue"
-PAUSE_S = 8.0  # after the sentence: time for the reply before the loop speaks again
-WAIT_S = 60.0
+PAUSE_S = 5.0  # after the sentence: time for the reply to be spoken before the loop speaks again
+WAIT_S = 90.0  # the fake microphone repeats the sentence; some repetitions are misheard
 BLUE = "rgb(0, 0, 255)"
 
 SNAPSHOT_JS = """() => {

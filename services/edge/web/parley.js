@@ -107,7 +107,8 @@ export class ParleyClient {
    * @param {string} [options.voice]
    * @param {number} [options.inputSampleRate] microphone PCM rate sent to the edge
    * @param {number} [options.outputSampleRate] rate of audio.delta
-   * @param {AudioContext} [options.audioContext] else one is created on first need
+   * @param {AudioContext} [options.audioContext] the caller's (create it in a click, so it may
+   *   play); else the client makes one on first need and closes it when the session closes
    * @param {boolean} [options.playAudio] play audio.delta (default true)
    * @param {number} [options.maxAttempts] reconnects in a row before giving up
    */
@@ -292,6 +293,9 @@ export class ParleyClient {
     this._outbox = [];
     this.stopMicrophone();
     this._player?.stop();
+    this._player = null;
+    if (this._ctx && this._ctx !== this.options.audioContext) this._ctx.close(); // ours to close
+    this._ctx = this._worklet = null;
     const fatal = this._fatal ? `${this._fatal.code}: ${this._fatal.message}` : `closed with code ${code}`;
     this._settle?.reject(new Error(fatal));
     this._settle = null;
