@@ -54,6 +54,8 @@ class Settings:
     vad_preroll_ms: int = 200
     resume_window_s: float = 120.0
     start_timeout_s: float = 10.0
+    idle_timeout_s: float = 300.0  # no message at all from a connected client (pings count)
+    max_session_s: float = 4 * 3600.0  # from session.start, across reconnections
     max_text_frame_bytes: int = 64 * 1024
     max_frame_audio_s: float = 1.0
     assistant_engine: str = "pipeline"  # for sessions that do not choose one
@@ -71,7 +73,7 @@ class Settings:
             raise ValueError("chunk_ms must be a multiple of 20 between 20 and 1000")
         if self.assistant_engine not in ("pipeline", "realtime"):
             raise ValueError("assistant_engine must be 'pipeline' or 'realtime'")
-        if self.resume_window_s <= 0 or self.start_timeout_s <= 0:
+        if min(self.resume_window_s, self.start_timeout_s, self.idle_timeout_s, self.max_session_s) <= 0:
             raise ValueError("timeouts must be positive")
 
     @classmethod
@@ -89,6 +91,8 @@ class Settings:
             "vad_hangover_ms": int(_env_float("PARLEY_VAD_HANGOVER_MS", cls.vad_hangover_ms)),
             "resume_window_s": _env_float("PARLEY_RESUME_WINDOW_S", cls.resume_window_s),
             "start_timeout_s": _env_float("PARLEY_START_TIMEOUT_S", cls.start_timeout_s),
+            "idle_timeout_s": _env_float("PARLEY_IDLE_TIMEOUT_S", cls.idle_timeout_s),
+            "max_session_s": _env_float("PARLEY_MAX_SESSION_S", cls.max_session_s),
             "metrics_port": int(_env_float("PARLEY_METRICS_PORT", cls.metrics_port)),
             "work_deadline_s": _env_float("PARLEY_WORK_DEADLINE_S", cls.work_deadline_s),
             "log_level": _env("PARLEY_LOG_LEVEL", cls.log_level),

@@ -58,11 +58,15 @@ class Store(Protocol):
     async def generation(self, sid: str) -> int: ...
 
 
+DEFAULT_MEMBER_TTL_S = 180.0
+
+
 class MemoryStore:
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock=time.monotonic, member_ttl_s: float = DEFAULT_MEMBER_TTL_S) -> None:
         self._clock = clock
+        self._member_ttl_s = member_ttl_s
         self._sessions: dict[str, tuple[SessionRecord, float]] = {}
-        self._rooms: dict[str, dict[str, Listener]] = {}
+        self._rooms: dict[str, dict[str, tuple[Listener, float]]] = {}
         self._generations: dict[str, int] = {}
 
     async def save_session(self, record: SessionRecord, ttl_s: float) -> None:
@@ -87,7 +91,8 @@ class MemoryStore:
         return self._generations.get(sid, 0)
 
     async def join_room(self, room: str, member: Listener) -> None:
-        self._rooms.setdefault(room, {})[member.sid] = member
+        """Join, or renew membership: a member not renewed within the TTL has gone."""
+        self._rooms.setdefault(room, {})[member.sid] = (member, self._clock())
 
     async def leave_room(self, room: str, sid: str) -> None:
         members = self._rooms.get(room, {})
@@ -96,13 +101,20 @@ class MemoryStore:
             self._rooms.pop(room, None)
 
     async def room_members(self, room: str) -> list[Listener]:
-        return sorted(self._rooms.get(room, {}).values(), key=lambda m: m.sid)
+        oldest = self._clock() - self._member_ttl_s
+        members = self._rooms.get(room, {})
+        for sid in [sid for sid, (_, seen) in members.items() if seen < oldest]:
+            del members[sid]
+        return sorted((m for m, _ in members.values()), key=lambda m: m.sid)
 
 
 class RedisStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "parley") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "parley",
+                 member_ttl_s: float = DEFAULT_MEMBER_TTL_S, clock=time.time) -> None:
         self._r = client
         self._prefix = prefix
+        self._member_ttl_s = member_ttl_s
+        self._clock = clock  # wall time: members are renewed by many edges
 
     def _session_key(self, sid: str) -> str:
         return f"{self._prefix}:session:{sid}"
@@ -130,14 +142,25 @@ class RedisStore:
         return int(await self._r.get(self._session_key(sid) + ":gen") or 0)
 
     async def join_room(self, room: str, member: Listener) -> None:
-        await self._r.hset(self._room_key(room), member.sid, json.dumps(asdict(member)))
+        entry = {**asdict(member), "seen": self._clock()}
+        await self._r.hset(self._room_key(room), member.sid, json.dumps(entry))
+        await self._r.expire(self._room_key(room), int(self._member_ttl_s * 2))
 
     async def leave_room(self, room: str, sid: str) -> None:
         await self._r.hdel(self._room_key(room), sid)
 
     async def room_members(self, room: str) -> list[Listener]:
+        """Members renewed within the TTL; the others (an edge that died) are dropped."""
         raw = await self._r.hgetall(self._room_key(room))
-        members = [Listener(**json.loads(v)) for v in raw.values()]
+        oldest, members, gone = self._clock() - self._member_ttl_s, [], []
+        for sid, value in raw.items():
+            entry = json.loads(value)
+            if entry.pop("seen", oldest) < oldest:
+                gone.append(sid)
+            else:
+                members.append(Listener(**entry))
+        if gone:
+            await self._r.hdel(self._room_key(room), *gone)
         return sorted(members, key=lambda m: m.sid)
 
 
@@ -189,8 +212,10 @@ class FallbackStore:
         return await self._call("generation", sid)
 
 
-def open_store(redis_url: str | None, prefix: str = "parley") -> FallbackStore:
+def open_store(redis_url: str | None, prefix: str = "parley",
+               member_ttl_s: float = DEFAULT_MEMBER_TTL_S) -> FallbackStore:
+    memory = MemoryStore(member_ttl_s=member_ttl_s)
     if not redis_url:
-        return FallbackStore(None)
+        return FallbackStore(None, memory)
     client = aioredis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    return FallbackStore(RedisStore(client, prefix))
+    return FallbackStore(RedisStore(client, prefix, member_ttl_s), memory)

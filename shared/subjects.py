@@ -40,6 +40,10 @@ class Subjects:
     def ctl(self, sid: str) -> str:
         return f"{self.prefix}.ctl.{token(sid)}"
 
+    @property
+    def ctl_wildcard(self) -> str:
+        return f"{self.prefix}.ctl.*"
+
     def tool_answers(self, sid: str) -> str:
         return f"{self.prefix}.toolres.{token(sid)}"
 

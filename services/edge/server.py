@@ -19,7 +19,7 @@ from services.edge.capabilities import CapabilityCache
 from services.edge.context import EdgeContext
 from services.edge.realtime_api import RealtimeTranslator
 from services.edge.realtime_socket import RealtimeSocket
-from services.edge.session import Session, release_session
+from services.edge.session import RENEW_S, Session, release_session
 from shared import bus
 from shared.config import Settings
 from shared.process import wait_for_signal
@@ -91,7 +91,7 @@ async def main(settings: Settings) -> None:
     nc = await bus.connect(settings.nats_url, "parley-edge")
     js = nc.jetstream()
     await bus.ensure_streams(js, subjects, settings.resume_window_s)
-    store = open_store(settings.redis_url, settings.prefix)
+    store = open_store(settings.redis_url, settings.prefix, member_ttl_s=settings.resume_window_s + 2 * RENEW_S)
     ctx = EdgeContext(settings, subjects, nc, js, store, CapabilityCache(nc, subjects))
     ctx.on_expire = lambda record: release_session(ctx, record)
     edge = Edge(ctx)

@@ -47,8 +47,17 @@ from shared.state import SessionRecord
 log = logging.getLogger("parley.edge")
 
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_NOT_FOUND, CLOSE_START_TIMEOUT = 1000, 4400, 4404, 4408
-LIVE_RECORD_TTL_S = 24 * 3600.0
+RENEW_S = 20.0  # a live session renews its record and room membership this often
 TOOL_ANSWER_TIMEOUT_S = 2.0
+
+
+def end_reason(idle_s: float, age_s: float, idle_timeout_s: float, max_session_s: float) -> str | None:
+    """Why a connected session must end now, if it must."""
+    if age_s >= max_session_s:
+        return "max_duration"
+    if idle_s >= idle_timeout_s:
+        return "idle_timeout"
+    return None
 
 
 class SessionClosed(Exception):
@@ -74,6 +83,8 @@ class Session:
         self.seq_arrived = asyncio.Condition()
         self.ended = False
         self.assistant: AssistantState | None = None
+        self.last_heard = time.monotonic()
+        self.watchdog: asyncio.Task | None = None
 
     # -- sending -------------------------------------------------------------------------
     async def send(self, event: dict) -> None:
@@ -85,6 +96,12 @@ class Session:
 
     async def publish(self, event: dict, msg_id: str | None = None) -> int:
         return await bus.publish_event(self.ctx.js, self.ctx.subjects, self.sid, event, msg_id)
+
+    @property
+    def _live_ttl_s(self) -> float:
+        """A live record outlives its renewals by a resume window: if this edge dies, the
+        client can still resume elsewhere, and then the record goes away by itself."""
+        return self.ctx.settings.resume_window_s + 2 * RENEW_S
 
     @property
     def sid(self) -> str:
@@ -159,7 +176,7 @@ class Session:
             tools=tuple(self.assistant.tools.values()) if self.assistant else (),
             engine=engine,
         )
-        await self.ctx.store.save_session(self.record, LIVE_RECORD_TTL_S)
+        await self.ctx.store.save_session(self.record, self._live_ttl_s)
         await self._attach(token, resumed=False, last_seq=None)
         for problem in refused:
             await self.send_error("tool_error", problem)
@@ -173,10 +190,14 @@ class Session:
         if record is None or not hmac.compare_digest(record.token_hash, _hash_token(resume.resume_token)):
             await self.send_error("session_not_found", "no such session, or it has expired", fatal=True)
             raise SessionClosed(CLOSE_NOT_FOUND, "session_not_found")
+        if time.time() - record.created_at >= self.ctx.settings.max_session_s:
+            await release_session(self.ctx, record)
+            await self.send_error("session_expired", "the session reached its maximum duration", fatal=True)
+            raise SessionClosed(CLOSE_NOT_FOUND, "session_expired")
         self.record = record
         if record.mode == "assistant":
             self.assistant, _ = new_state(record.sid, record.instructions, record.tools, self.ctx.server_tools)
-        await self.ctx.store.save_session(record, LIVE_RECORD_TTL_S)
+        await self.ctx.store.save_session(record, self._live_ttl_s)
         await self._attach(resume.resume_token, resumed=True, last_seq=resume.last_seq)
 
     async def _attach(self, token: str, resumed: bool, last_seq: int | None) -> None:
@@ -202,6 +223,7 @@ class Session:
         await self.stt.start(claim_now=not resumed)
         if self.assistant and resumed:
             await self._control(ClientPresence(record.sid, connected=True))
+        self.watchdog = asyncio.create_task(self._watch())
         if record.room:
             await self.ctx.nc.publish(self.ctx.subjects.room(record.room), b"changed")
         if self.ctx.store.degraded and self.ctx.settings.redis_url:
@@ -269,8 +291,22 @@ class Session:
             self.seq_arrived.notify_all()
 
     # -- the live loop -------------------------------------------------------------------
+    async def _watch(self) -> None:
+        """End an idle or over-long session; renew its record and room membership."""
+        s = self.ctx.settings
+        while True:
+            await asyncio.sleep(min(RENEW_S, s.idle_timeout_s / 4, s.max_session_s / 4))
+            idle_s, age_s = time.monotonic() - self.last_heard, time.time() - self.record.created_at
+            reason = end_reason(idle_s, age_s, s.idle_timeout_s, s.max_session_s)
+            if reason:
+                return await self._end(reason)
+            await self.ctx.store.save_session(self.record, self._live_ttl_s)
+            if self.record.room:
+                await self.ctx.store.join_room(self.record.room, self._listener())
+
     async def _serve(self) -> None:
         async for frame in self.ws:
+            self.last_heard = time.monotonic()
             try:
                 if isinstance(frame, bytes):
                     command = wire.parse_binary(frame, self.record.input_sample_rate, self.ctx.limits)
@@ -325,7 +361,7 @@ class Session:
 
     async def _tools_changed(self) -> None:
         self.record = dataclasses.replace(self.record, tools=tuple(self.assistant.tools.values()))
-        await self.ctx.store.save_session(self.record, LIVE_RECORD_TTL_S)
+        await self.ctx.store.save_session(self.record, self._live_ttl_s)
         await self._control(AssistantUpdate(self.sid, self._assistant_config()))
 
     async def _tool_result(self, result: wire.ToolResult) -> None:
@@ -381,6 +417,8 @@ class Session:
         for a resume; end the session for good when the client said so."""
         if self.ctx.live.get(self.sid) is self:  # a resume may already have replaced us here
             del self.ctx.live[self.sid]
+        if self.watchdog is not None:
+            self.watchdog.cancel()
         if self.chunker is not None and not self.ended:
             try:
                 await self._audio(self.chunker.commit())

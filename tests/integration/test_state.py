@@ -52,3 +52,24 @@ async def test_redis_down_falls_back_to_memory_and_recovers():
         assert not store.degraded
     finally:
         restarted.stop()
+
+
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+async def test_a_member_not_renewed_in_time_has_left_the_room(backend, redis_server):
+    """An edge that died cannot say its members left: their membership runs out."""
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731
+    if backend == "memory":
+        store = MemoryStore(clock=clock, member_ttl_s=30)
+    else:
+        import redis.asyncio as aioredis
+
+        from shared.state import RedisStore
+
+        store = RedisStore(aioredis.from_url(redis_server.url), prefix=f"ttl{id(now)}", member_ttl_s=30, clock=clock)
+    await store.join_room("r", Listener("gone", "es"))
+    await store.join_room("r", Listener("here", "en"))
+    now[0] += 20
+    await store.join_room("r", Listener("here", "en"))  # renewed by its live session
+    now[0] += 15
+    assert [m.sid for m in await store.room_members("r")] == ["here"]
