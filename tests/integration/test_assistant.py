@@ -13,6 +13,7 @@ from shared.audio import tone
 from shared.messages import decode
 from shared.subjects import Subjects
 from tests.fakes.openai_server import FakeOpenAI
+from tests.fakes.webhook_receiver import ORDER, SECRET, FakeReceiver
 from tests.support.client import ProtocolClient
 from tests.support.system import ParleySystem
 
@@ -31,11 +32,28 @@ def model():
 
 
 @pytest.fixture(scope="module")
-def assistant_system(model, nats_server, tmp_path_factory):
-    system = ParleySystem(nats_server.url, None, "bench", tmp_path_factory.mktemp("assistant-logs"), env={
+def receiver():
+    with FakeReceiver() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def assistant_system(model, receiver, nats_server, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("assistant-logs")
+    config = logs / "parley.toml"
+    config.write_text(f"""
+[[tools.webhook]]
+name = "order_status"
+description = "Where an order is"
+url = "{receiver.url}"
+secret = "ORDER_HOOK_SECRET"
+timeout_ms = 2000
+parameters = '{json.dumps(ORDER)}'
+""")
+    system = ParleySystem(nats_server.url, None, "bench", logs, env={
         "PARLEY_PREFIX": "asst", "OPENAI_API_KEY": "sk-assistant", "OPENAI_BASE_URL": model.url,
         "PARLEY_LLM_CHAIN": "openai:gpt-4.1-nano", "PARLEY_BENCH_TTS_DELAY_MS": "100",
-        "PARLEY_RESUME_WINDOW_S": "30",
+        "PARLEY_RESUME_WINDOW_S": "30", "PARLEY_CONFIG": str(config), "ORDER_HOOK_SECRET": SECRET,
     })
     system.start_all()
     yield system
@@ -81,7 +99,7 @@ async def test_spoken_request_tool_call_result_and_spoken_reply(assistant_system
     first, second = chat_requests(fresh_model)
     assert first["messages"][0] == {"role": "system", "content": "Be brief."}
     assert first["messages"][-1] == {"role": "user", "content": "utterance 1"}
-    assert [t["function"]["name"] for t in first["tools"]] == ["set_color"]
+    assert [t["function"]["name"] for t in first["tools"]] == ["order_status", "set_color"]
     result = second["messages"][-1]
     assert result["role"] == "tool" and result["tool_call_id"] == call["call_id"]
     assert json.loads(result["content"]) == {"ok": True, "color": "blue"}
@@ -120,7 +138,7 @@ async def test_a_tool_of_session_a_is_never_called_on_session_b(assistant_system
     done = await other.wait_type("response.done")
     assert done["text"] == "I cannot do that."
     first, second = chat_requests(fresh_model)
-    assert "tools" not in first  # B's model never even sees A's tool
+    assert [t["function"]["name"] for t in first["tools"]] == ["order_status"]  # never A's tool
     assert "no tool named 'set_color'" in json.loads(second["messages"][-1]["content"])["error"]["message"]
     await asyncio.sleep(0.5)
     assert not owner.of_type("tool.call") and not other.of_type("tool.call")
@@ -196,5 +214,23 @@ async def test_tool_registration_errors_are_clear_and_not_fatal(assistant_system
     fresh_model.knobs.set(reply_text="Hello.")
     await client.stream(UTTERANCE, realtime=False)
     await client.wait_type("response.done")
-    assert [t["function"]["name"] for t in chat_requests(fresh_model)[-1]["tools"]] == ["set_color"]
+    assert [t["function"]["name"] for t in chat_requests(fresh_model)[-1]["tools"]] == ["order_status", "set_color"]
+    await client.close()
+
+
+async def test_a_server_tool_is_a_signed_webhook_call(assistant_system, fresh_model, receiver):
+    receiver.clear_log()
+    fresh_model.knobs.set(tool_calls=({"name": "order_status", "arguments": {"order_id": "A-17"}},),
+                          after_tool_text="Your order {result}")
+    client = await assistant(assistant_system)
+    await client.send({"type": "tool.register", "name": "order_status", "description": "mine",
+                       "parameters": {"type": "object"}})
+    refused = await client.wait_type("error")
+    assert refused["code"] == "tool_error" and "server tool" in refused["message"]
+    await client.stream(UTTERANCE, realtime=False)
+    done = await client.wait_type("response.done")
+    [hook] = receiver.requests  # the receiver checked the HMAC signature, or it would answer 401
+    assert hook.json["name"] == "order_status" and hook.json["arguments"] == {"order_id": "A-17"}
+    assert json.loads(done["text"].removeprefix("Your order ")) == {"order_id": "A-17", "status": "shipped"}
+    assert not client.of_type("tool.call")  # a server tool never goes to the client
     await client.close()
