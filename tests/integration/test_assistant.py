@@ -234,3 +234,18 @@ async def test_a_server_tool_is_a_signed_webhook_call(assistant_system, fresh_mo
     assert json.loads(done["text"].removeprefix("Your order ")) == {"order_id": "A-17", "status": "shipped"}
     assert not client.of_type("tool.call")  # a server tool never goes to the client
     await client.close()
+
+
+async def test_speaking_over_the_reply_cancels_it(assistant_system, fresh_model):
+    fresh_model.knobs.set(reply_text=" ".join(f"Sentence {n} of a long answer." for n in range(1, 21)))
+    client = await assistant(assistant_system)
+    await client.stream(UTTERANCE, realtime=False)
+    first = await client.wait_type("audio.delta")
+    await client.stream(tone(220, 0.3, 16000), realtime=False)  # the user talks over it
+    done = await client.wait_type("response.done", response_id=first["response_id"])
+    assert done["status"] == "cancelled"
+    fresh_model.knobs.set(reply_text="Yes?")
+    await client.stream(b"\x00\x00" * 8000, realtime=False)  # the interruption ends; it is a turn
+    nxt = await client.wait_for(lambda e: e.get("type") == "response.done" and e["response_id"] != first["response_id"])
+    assert nxt["status"] == "completed" and nxt["text"] == "Yes?"
+    await client.close()
