@@ -9,9 +9,12 @@ import signal
 import sys
 import time
 
+from shared import telemetry
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; `extra={"sid": ...}` fields are carried along."""
+    """One JSON object per line, with the session, utterance and trace ids of the task that
+    writes it (shared/telemetry.py); `extra={"sid": ...}` fields win."""
 
     FIELDS = ("sid", "utterance_id", "trace_id", "kind")
 
@@ -22,6 +25,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        line.update(telemetry.log_fields())  # the session the current task works for
         for name in self.FIELDS:
             if hasattr(record, name):
                 line[name] = getattr(record, name)
