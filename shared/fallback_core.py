@@ -23,7 +23,7 @@ from shared.errors import (
     ProviderQuotaError,
 )
 from shared.languages import ANY, primary_tag
-from shared.resilience_metrics import count_fallback, export_state, report_transitions
+from shared.resilience_metrics import count_fallback, export_state, observe_call, report_transitions
 from shared.retry import RetryPolicy
 
 log = logging.getLogger("parley.resilience")
@@ -171,11 +171,14 @@ class Chain:
             if not m.allow():
                 tried.append(f"{m.key} (circuit open)")
                 continue
+            started = time.perf_counter()
             try:
                 result = await self.retry.run(lambda: call(m.provider))
             except ParleyError as exc:
+                observe_call(self.capability, m.key, exc.code, started)
                 self.failed(m, exc, tried)
                 continue
+            observe_call(self.capability, m.key, "ok", started)
             self.serve(m, preferred, done=True)
             return m, result
         self.serve(None, preferred, done=True)

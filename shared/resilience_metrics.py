@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Gauge
+import time
+
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared.breaker import BreakerState, Transition
 
@@ -25,6 +27,25 @@ FALLBACK_TOTAL = Counter(
     "Calls served by a provider other than the chain's preferred one",
     ["capability", "provider"],
 )
+
+
+PROVIDER_CALLS = Counter(
+    "parley_provider_calls_total",
+    "Provider calls through a fallback chain, by outcome (ok, or the error code)",
+    ["capability", "provider", "outcome"],
+)
+PROVIDER_SECONDS = Histogram(
+    "parley_provider_seconds",
+    "Time a provider took to answer (a stream: to its first result), retries included",
+    ["capability", "provider"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+
+
+def observe_call(capability: str, provider: str, outcome: str, started: float) -> None:
+    """One call that began at `started` (time.perf_counter) ended with `outcome`."""
+    PROVIDER_CALLS.labels(capability, provider, outcome).inc()
+    PROVIDER_SECONDS.labels(capability, provider).observe(time.perf_counter() - started)
 
 
 def export_state(capability: str, provider: str, state: BreakerState) -> None:

@@ -601,3 +601,18 @@ async def test_an_stt_engine_is_probed_with_silence():
 def test_breaker_settings_reach_every_member():
     chain = FallbackTranslator([FakeTranslator("tc-a")], breaker=BreakerConfig(failure_threshold=1))
     assert chain.members[0].breaker.config.failure_threshold == 1
+
+
+async def test_every_attempt_is_counted_and_timed_by_provider_and_outcome():
+    a, b = FakeTranslator("metered-a"), FakeTranslator("metered-b")
+    a.fail_with = ProviderUnavailable("503")
+    chain = chain_of(FallbackTranslator, [a, b])
+    calls = dict(name="parley_provider_calls_total", capability="translate")
+    before = (metric(**calls, provider="metered-a", outcome="provider_unavailable"),
+              metric(**calls, provider="metered-b", outcome="ok"),
+              metric("parley_provider_seconds_count", capability="translate", provider="metered-b"))
+    assert await chain.translate("hi", "en", "es") == "metered-b:hi"
+    assert metric(**calls, provider="metered-a", outcome="provider_unavailable") == before[0] + 1
+    assert metric(**calls, provider="metered-b", outcome="ok") == before[1] + 1
+    assert metric("parley_provider_seconds_count", capability="translate", provider="metered-b") == before[2] + 1
+    await chain.close()
