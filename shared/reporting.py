@@ -6,12 +6,16 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
+from prometheus_client import Counter
+
 from shared import bus
 from shared.cost import CostLedger
 from shared.fallback import FallbackNotices, Served
 from shared.usage import Usage
 
 log = logging.getLogger("parley.reporting")
+
+COST_USD = Counter("parley_cost_usd_total", "Metered provider cost, US dollars", ["capability", "provider"])
 
 
 class Reporter:
@@ -26,6 +30,7 @@ class Reporter:
         totals per session and principal go to the ledger."""
         for index, usage in enumerate(records):
             cost = await self.ledger.add(speaker, principal, usage)
+            COST_USD.labels(usage.capability, usage.provider).inc(cost)
             event = {"type": "usage", "utterance_id": utterance_id, **asdict(usage), "cost_usd": round(cost, 8)}
             await bus.publish_event(self.js, self.subjects, speaker, event,
                                     msg_id=f"{utterance_id}:usage:{tag}:{index}")
