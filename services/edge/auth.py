@@ -28,6 +28,7 @@ from shared.secrets import Secret
 MODES = frozenset({"translate", "assistant"})
 ANONYMOUS_NAME = "anonymous"
 MAX_PRINCIPAL_CHARS = 256
+MAX_TOKEN_CHARS = 8192
 MIN_HS256_SECRET_BYTES = 32  # RFC 7518 §3.2: at least the hash's size
 
 
@@ -104,7 +105,7 @@ class AuthConfig:
 
 
 def hash_api_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def token_from(headers: Mapping[str, str], path: str) -> str | None:
@@ -123,6 +124,8 @@ def authenticate(config: AuthConfig, token: str | None, now: float) -> Principal
         return config.principal(ANONYMOUS_NAME)
     if not token:
         raise AuthError("no credentials")
+    if not (token.isascii() and token.isprintable()) or len(token) > MAX_TOKEN_CHARS:
+        raise AuthError("malformed credentials")  # keys and JWTs are short printable ASCII
     name = config.api_keys.get(hash_api_key(token))
     if name is not None:
         return config.principal(name)

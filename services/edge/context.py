@@ -10,6 +10,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from services.edge import wire
+from services.edge.access import Access
 from services.edge.capabilities import CapabilityCache
 from services.edge.chunker import Chunker
 from services.tools.registry import ToolSpec
@@ -31,6 +32,7 @@ class EdgeContext:
     expiries: set = field(default_factory=set)
     on_expire: Callable[[SessionRecord], Awaitable[None]] | None = None
     server_tools: list[ToolSpec] = field(default_factory=lambda: [t.spec for t in configured_webhooks()])
+    access: Access = field(default_factory=Access.disabled)  # auth and rate limits
 
     @property
     def limits(self) -> wire.Limits:

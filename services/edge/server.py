@@ -15,8 +15,11 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from services.edge.access import Access, refuse_rate_limited
+from services.edge.auth_config import load_auth_config
 from services.edge.capabilities import CapabilityCache
 from services.edge.context import EdgeContext
+from services.edge.ratelimit_redis import open_limiter
 from services.edge.realtime_api import RealtimeTranslator
 from services.edge.realtime_socket import RealtimeSocket
 from services.edge.session import RENEW_S, Session, release_session
@@ -52,6 +55,12 @@ def _static(path: str) -> Response | None:
     return _response(HTTPStatus.OK, file.read_bytes(), content_type)
 
 
+def _unauthorized() -> Response:
+    response = _response(HTTPStatus.UNAUTHORIZED, b"unauthorized\n", "text/plain")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="parley"'
+    return response
+
+
 class Edge:
     def __init__(self, ctx: EdgeContext) -> None:
         self.ctx = ctx
@@ -59,6 +68,8 @@ class Edge:
     async def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path in (STREAM_PATH, REALTIME_PATH):
+            if not self.ctx.access.authenticate(connection, request.headers, request.path):
+                return _unauthorized()
             return None  # go on with the WebSocket handshake
         if path == "/healthz":
             return _response(HTTPStatus.OK, b"ok\n", "text/plain")
@@ -79,23 +90,30 @@ class Edge:
 
     async def handle(self, ws: ServerConnection) -> None:
         url = urlsplit(ws.request.path)
+        socket = ws
         if url.path == REALTIME_PATH:  # the same Session, through a Realtime translator
             model = parse_qs(url.query).get("model", ["gpt-realtime"])[0]
-            await Session(self.ctx, RealtimeSocket(ws, RealtimeTranslator(model))).run()
-        else:
-            await Session(self.ctx, ws).run()
+            socket = RealtimeSocket(ws, RealtimeTranslator(model))
+        principal = self.ctx.access.principal_of(ws)
+        refusal = await self.ctx.access.admit_connection(principal)
+        if refusal:
+            await refuse_rate_limited(socket, refusal)
+            return
+        await Session(self.ctx, socket, principal).run()
 
 
 async def main(settings: Settings) -> None:
     subjects = Subjects(settings.prefix)
     nc = await bus.connect(settings.nats_url, "parley-edge")
     js = nc.jetstream()
-    await bus.ensure_streams(js, subjects, settings.resume_window_s)
+    await bus.ensure_streams(js, subjects, settings.resume_window_s, settings.stream_replicas)
     store = open_store(settings.redis_url, settings.prefix, member_ttl_s=settings.resume_window_s + 2 * RENEW_S)
     ctx = EdgeContext(settings, subjects, nc, js, store, CapabilityCache(nc, subjects))
+    ctx.access = Access(load_auth_config(), open_limiter(settings.redis_url, settings.prefix), settings.prefix)
     ctx.on_expire = lambda record: release_session(ctx, record)
     edge = Edge(ctx)
-    _log_auth_mode(settings)
+    for level, line in ctx.access.describe(settings.host):
+        log.log(level, line)
     async with serve(
         edge.handle, settings.host, settings.port,
         process_request=edge.process_request, max_size=MAX_WS_FRAME_BYTES,
@@ -113,11 +131,3 @@ async def main(settings: Settings) -> None:
         except (asyncio.TimeoutError, TimeoutError):
             log.warning("connections still open after %.0f s; exiting anyway", DRAIN_TIMEOUT_S)
     await nc.drain()
-
-
-def _log_auth_mode(settings: Settings) -> None:
-    log.info("auth is disabled: any token or none is accepted")
-    if settings.host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("AUTH IS DISABLED AND THE EDGE LISTENS ON %s: anyone who can reach it can use it",
-                    settings.host)
-

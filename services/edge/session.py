@@ -20,7 +20,9 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from services.edge import wire
+from services.edge.access import CLOSE_RATE_LIMITED
 from services.edge.assistant import AssistantState, new_state, tool_record
+from services.edge.auth import ANONYMOUS, Principal
 from services.edge.capabilities import admission_problems, assistant_problems, room_warnings
 from services.edge.chunker import Chunk, Chunker, SpeechStarted, SpeechStopped
 from services.edge.context import EdgeContext
@@ -47,6 +49,7 @@ from shared.state import SessionRecord
 log = logging.getLogger("parley.edge")
 
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_NOT_FOUND, CLOSE_START_TIMEOUT = 1000, 4400, 4404, 4408
+CLOSE_FORBIDDEN = 4403
 RENEW_S = 20.0  # a live session renews its record and room membership this often
 TOOL_ANSWER_TIMEOUT_S = 2.0
 
@@ -71,9 +74,12 @@ def _hash_token(token: str) -> str:
 
 
 class Session:
-    def __init__(self, ctx: EdgeContext, ws: ServerConnection) -> None:
+    def __init__(self, ctx: EdgeContext, ws: ServerConnection, principal: Principal = ANONYMOUS) -> None:
         self.ctx = ctx
         self.ws = ws
+        self.principal = principal
+        self.slot = None  # this connection's place in the session limits (services/edge/access.py)
+        self.quota = ctx.access.quota(principal)
         self.record: SessionRecord | None = None
         self.generation = 0
         self.chunker: Chunker | None = None
@@ -122,6 +128,8 @@ class Session:
             await self.ws.close(closed.code, closed.reason)
         except ConnectionClosed:
             pass
+        finally:
+            await self.ctx.access.release(self.slot)
 
     async def _open(self) -> None:
         deadline = time.monotonic() + self.ctx.settings.start_timeout_s
@@ -146,6 +154,9 @@ class Session:
                     raise SessionClosed(CLOSE_PROTOCOL, "first message must be session.start or session.resume")
 
     async def _start(self, start: wire.SessionStart) -> None:
+        if start.mode not in self.principal.modes:
+            await self.send_error("forbidden", f"these credentials may not use {start.mode} mode", fatal=True)
+            raise SessionClosed(CLOSE_FORBIDDEN, "forbidden")
         caps = await self.ctx.capabilities.get()
         engine = start.engine or self.ctx.settings.assistant_engine
         if start.mode == "assistant":
@@ -157,6 +168,7 @@ class Session:
             raise SessionClosed(CLOSE_NORMAL, "provider_unavailable")
         token = secrets.token_urlsafe(24)
         sid = uuid.uuid4().hex
+        await self._take_slot(sid)
         refused: list[str] = []
         if start.mode == "assistant":
             tools = tuple(tool_record(t.name, t.description, t.parameters, t.timeout_ms) for t in start.tools)
@@ -175,6 +187,7 @@ class Session:
             instructions=start.instructions,
             tools=tuple(self.assistant.tools.values()) if self.assistant else (),
             engine=engine,
+            principal=self.principal.name,
         )
         await self.ctx.store.save_session(self.record, self._live_ttl_s)
         await self._attach(token, resumed=False, last_seq=None)
@@ -187,18 +200,26 @@ class Session:
 
     async def _resume(self, resume: wire.SessionResume) -> None:
         record = await self.ctx.store.load_session(resume.session_id)
-        if record is None or not hmac.compare_digest(record.token_hash, _hash_token(resume.resume_token)):
+        if (record is None or record.principal != self.principal.name  # foreign looks like unknown
+                or not hmac.compare_digest(record.token_hash, _hash_token(resume.resume_token))):
             await self.send_error("session_not_found", "no such session, or it has expired", fatal=True)
             raise SessionClosed(CLOSE_NOT_FOUND, "session_not_found")
         if time.time() - record.created_at >= self.ctx.settings.max_session_s:
             await release_session(self.ctx, record)
             await self.send_error("session_expired", "the session reached its maximum duration", fatal=True)
             raise SessionClosed(CLOSE_NOT_FOUND, "session_expired")
+        await self._take_slot(record.sid)
         self.record = record
         if record.mode == "assistant":
             self.assistant, _ = new_state(record.sid, record.instructions, record.tools, self.ctx.server_tools)
         await self.ctx.store.save_session(record, self._live_ttl_s)
         await self._attach(resume.resume_token, resumed=True, last_seq=resume.last_seq)
+
+    async def _take_slot(self, sid: str) -> None:
+        self.slot, refusal = await self.ctx.access.take_slot(self.principal, sid)
+        if refusal:
+            await self.send_error("rate_limited", refusal, fatal=True)
+            raise SessionClosed(CLOSE_RATE_LIMITED, "rate_limited")
 
     async def _attach(self, token: str, resumed: bool, last_seq: int | None) -> None:
         record = self.record
@@ -316,6 +337,8 @@ class Session:
                 await self.send_error(exc.code, exc.message)
                 continue
             metrics.MESSAGES_IN.labels(type(command).__name__).inc()
+            if not await self.quota.admit(command, self.record.input_sample_rate, self.send_error):
+                continue  # over a rate limit: dropped (the client is told)
             if await self._dispatch(command):
                 return
 

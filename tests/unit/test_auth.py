@@ -108,6 +108,9 @@ REFUSED = [
     ("hs256 signed with the rsa public key", raw_token({"alg": "HS256"}, GOOD, PUBLIC_PEM), "signature"),
     ("garbage with dots", "a.b.c", "malformed"),
     ("three dots", "a.b.c.d", "unknown API key"),
+    ("not ascii (a header decoded with surrogates)", "4f1c\udce2\udc80\udca6", "malformed credentials"),
+    ("control characters", "key\x00", "malformed credentials"),
+    ("huge", "k" * 9000, "malformed credentials"),
 ]
 
 
