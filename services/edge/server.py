@@ -16,6 +16,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from services.edge.access import Access, refuse_rate_limited
+from services.edge.auth import AuthConfig
 from services.edge.auth_config import load_auth_config
 from services.edge.capabilities import CapabilityCache
 from services.edge.context import EdgeContext
@@ -103,13 +104,14 @@ class Edge:
 
 
 async def main(settings: Settings) -> None:
+    auth_config = _auth_config()
     subjects = Subjects(settings.prefix)
     nc = await bus.connect(settings.nats_url, "parley-edge")
     js = nc.jetstream()
     await bus.ensure_streams(js, subjects, settings.resume_window_s, settings.stream_replicas)
     store = open_store(settings.redis_url, settings.prefix, member_ttl_s=settings.resume_window_s + 2 * RENEW_S)
     ctx = EdgeContext(settings, subjects, nc, js, store, CapabilityCache(nc, subjects))
-    ctx.access = Access(load_auth_config(), open_limiter(settings.redis_url, settings.prefix), settings.prefix)
+    ctx.access = Access(auth_config, open_limiter(settings.redis_url, settings.prefix), settings.prefix)
     ctx.on_expire = lambda record: release_session(ctx, record)
     edge = Edge(ctx)
     for level, line in ctx.access.describe(settings.host):
@@ -131,3 +133,12 @@ async def main(settings: Settings) -> None:
         except (asyncio.TimeoutError, TimeoutError):
             log.warning("connections still open after %.0f s; exiting anyway", DRAIN_TIMEOUT_S)
     await nc.drain()
+
+
+def _auth_config() -> AuthConfig:
+    """`[auth]` and `[limits]`; a mistake in them stops the edge before it listens."""
+    try:
+        return load_auth_config()
+    except (ValueError, OSError) as exc:
+        log.error("auth or limits configuration refused: %s", exc)
+        raise SystemExit(2) from None

@@ -87,3 +87,14 @@ async def test_no_limits_means_no_checks():
     door = access()
     quota = door.quota(CONFIG.principal("free"))
     assert all([await quota.admit(wire.Ping(id=1), 16000, None) for _ in range(1000)])
+
+
+def test_the_start_up_log_says_whether_auth_is_on_and_warns_off_loopback():
+    def levels(door, host):
+        return [(level, text.split(":")[0]) for level, text in door.describe(host)]
+
+    disabled = Access.disabled()
+    assert levels(disabled, "127.0.0.1")[0] == (20, "auth is disabled")
+    assert (30, "AUTH IS DISABLED AND THE EDGE LISTENS ON 0.0.0.0") in levels(disabled, "0.0.0.0")
+    enabled = access().describe("0.0.0.0")
+    assert enabled[0] == (20, "auth is enabled: 1 API keys") and all(level == 20 for level, _ in enabled)

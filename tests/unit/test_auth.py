@@ -9,6 +9,8 @@ import json
 
 import jwt
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -183,3 +185,21 @@ def test_config_validation():
     with pytest.raises(ValueError):
         PrincipalLimits(audio_seconds_per_minute=0.5)
     assert repr(JWT_CONFIG).count(SECRET) == 0
+
+
+_part = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/", max_size=60)
+random_tokens = st.one_of(
+    st.text(max_size=200),
+    st.binary(max_size=200).map(lambda b: b.decode("utf-8", "surrogateescape")),  # as headers arrive
+    st.tuples(_part, _part, _part).map(".".join),  # JWT-shaped
+    st.tuples(st.just(hs(GOOD).split(".")[0]), _part, _part).map(".".join),  # a real header
+)
+
+
+@given(random_tokens)
+def test_any_token_is_refused_cleanly(token):
+    """Whatever arrives at the handshake, the answer is a principal or AuthError (a 401), never a crash."""
+    try:
+        authenticate(CONFIG, token, NOW)
+    except AuthError:
+        pass
