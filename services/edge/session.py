@@ -27,6 +27,7 @@ from services.edge.capabilities import admission_problems, assistant_problems, r
 from services.edge.chunker import Chunk, Chunker, SpeechStarted, SpeechStopped
 from services.edge.context import EdgeContext
 from services.edge.stt_link import SttLink
+from services.edge.tool_answers import forward_answer
 from services.stt.routing import room_route, solo_route
 from shared import bus, metrics
 from shared.errors import ParleyError
@@ -51,7 +52,6 @@ log = logging.getLogger("parley.edge")
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_NOT_FOUND, CLOSE_START_TIMEOUT = 1000, 4400, 4404, 4408
 CLOSE_FORBIDDEN = 4403
 RENEW_S = 20.0  # a live session renews its record and room membership this often
-TOOL_ANSWER_TIMEOUT_S = 2.0
 
 
 def end_reason(idle_s: float, age_s: float, idle_timeout_s: float, max_session_s: float) -> str | None:
@@ -389,13 +389,9 @@ class Session:
 
     async def _tool_result(self, result: wire.ToolResult) -> None:
         answer = ToolAnswer(self.sid, result.call_id, result.output, result.error)
-        try:
-            reply = await self.ctx.nc.request(self.ctx.subjects.tool_answers(self.sid), encode(answer),
-                                              timeout=TOOL_ANSWER_TIMEOUT_S)
-            accepted = decode(reply.data).accepted
-        except Exception:  # no responders or no answer: nobody waits for this call
-            accepted = False
-        if not accepted:
+        # Retried while no turn listens: its tools worker may have died and the turn be on
+        # its way to another worker (issue 5, chaos tests).
+        if not await forward_answer(self.ctx.nc, self.ctx.subjects.tool_answers(self.sid), answer):
             await self.send_error("tool_error", f"no tool call {result.call_id!r} is waiting for a result "
                                                 "(unknown, already answered, or timed out)")
 
