@@ -467,7 +467,8 @@ def test_dashboard_queries_name_metrics_that_exist():
     for expected in ("parley_sessions_live", "parley_events_out_total", "parley_client_errors_total",
                      "parley_stage_seconds_bucket", "parley_work_done_total", "parley_work_failed_total",
                      "parley_work_expired_total", "parley_breaker_state", "parley_fallback_total",
-                     "parley_translation_cache_total", "jetstream_consumer_num_pending"):
+                     "parley_translation_cache_total", "parley_provider_calls_total",
+                     "parley_provider_seconds_bucket", "parley_cost_usd_total", "jetstream_consumer_num_pending"):
         assert expected in used, f"the dashboard shows no {expected}"
 
 
