@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import secrets
@@ -10,9 +11,16 @@ from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import (
+    ConnectionReconnectingError,
+    NoRespondersError,
+    OutboundBufferLimitError,
+    StaleConnectionError,
+)
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, ServiceUnavailableError
 
 from shared.messages import ClientEvent, encode
 from shared.subjects import Subjects
@@ -22,6 +30,17 @@ log = logging.getLogger("parley.bus")
 DEADLINE_HEADER = "Parley-Deadline"  # epoch milliseconds after which the work is noise
 TRACEPARENT = "traceparent"
 DUPLICATE_WINDOW_S = 120.0
+# A JetStream publish that fails while NATS restarts or a cluster elects a new stream leader
+# is tried again, with the same Nats-Msg-Id so it lands once, for about this long.
+PUBLISH_RETRY_S = 15.0
+PUBLISH_TIMEOUT_S = 2.0
+# The edge's ordered consumers notice a lost consumer (NATS restarted, its server gone from
+# the cluster) after two missed idle heartbeats and recreate it from the last seq they saw.
+# nats-py's default (5 s) meant 10-20 s without events after a NATS restart; 1 s costs one
+# small message a second per idle session.
+ORDERED_HEARTBEAT_S = 1.0
+_TRANSIENT = (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ConnectionReconnectingError,
+              StaleConnectionError, OutboundBufferLimitError, asyncio.TimeoutError)
 
 
 async def connect(url: str, name: str) -> Client:
@@ -48,8 +67,12 @@ async def connect(url: str, name: str) -> Client:
     )
 
 
-async def ensure_streams(js: JetStreamContext, subjects: Subjects, resume_window_s: float) -> None:
-    """Create (or update) the out-stream and the work queue; idempotent across processes."""
+async def ensure_streams(js: JetStreamContext, subjects: Subjects, resume_window_s: float,
+                         replicas: int = 1) -> None:
+    """Create (or update) the out-stream and the work queue; idempotent across processes.
+
+    `replicas` > 1 (a NATS cluster) keeps both streams, and the work consumers, which
+    inherit it, alive when a server is lost."""
     configs = [
         StreamConfig(
             name=subjects.out_stream,
@@ -58,6 +81,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, resume_window
             max_age=resume_window_s,
             storage=StorageType.FILE,
             duplicate_window=min(DUPLICATE_WINDOW_S, resume_window_s),
+            num_replicas=replicas,
         ),
         StreamConfig(
             name=subjects.work_stream,
@@ -67,6 +91,7 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, resume_window
             max_age=max(60.0, resume_window_s),
             storage=StorageType.FILE,
             duplicate_window=min(DUPLICATE_WINDOW_S, max(60.0, resume_window_s)),
+            num_replicas=replicas,
         ),
     ]
     for config in configs:
@@ -118,11 +143,30 @@ async def publish_event(
 
     `msg_id` makes a retried publish (a redelivered work item) land only once.
     """
-    headers = {TRACEPARENT: child_traceparent(traceparent)}
-    if msg_id:
-        headers["Nats-Msg-Id"] = msg_id
-    ack = await js.publish(subjects.out(sid), encode(ClientEvent(event=event)), headers=headers)
-    return ack.seq
+    headers = {TRACEPARENT: child_traceparent(traceparent), "Nats-Msg-Id": msg_id or secrets.token_hex(12)}
+    return await publish_durable(js, subjects.out(sid), encode(ClientEvent(event=event)), headers)
+
+
+async def publish_durable(js: JetStreamContext, subject: str, payload: bytes, headers: dict[str, str]) -> int:
+    """JetStream publish that rides out a NATS restart or a stream leader election.
+
+    Without this, an event or a unit of work published during the outage was lost (the
+    caller logged the error and went on). A retry carries the same `Nats-Msg-Id` (callers
+    without one get a random id from `publish_event`), so a publish whose ack was lost
+    lands once. Returns the stream sequence.
+    """
+    deadline = time.monotonic() + PUBLISH_RETRY_S
+    pause = 0.1
+    while True:
+        try:
+            ack = await js.publish(subject, payload, timeout=PUBLISH_TIMEOUT_S, headers=headers)
+            return ack.seq
+        except _TRANSIENT as exc:
+            if time.monotonic() + pause > deadline:
+                raise
+            log.warning("publish to %s failed (%s: %s); trying again", subject, type(exc).__name__, exc)
+            await asyncio.sleep(pause)
+            pause = min(1.0, pause * 2)
 
 
 def process_id() -> str:

@@ -63,6 +63,8 @@ class Settings:
     metrics_port: int = 0
     work_deadline_s: float = 10.0
     stt_lease_s: float = 3.0
+    drain_timeout_s: float = 10.0  # SIGTERM: in-flight work not done by then is handed back
+    stream_replicas: int = 1  # JetStream replicas of the streams: 3 on a 3-node NATS cluster
     provider_timeout_s: float = 10.0
     log_level: str = "INFO"
 
@@ -73,6 +75,8 @@ class Settings:
             raise ValueError("chunk_ms must be a multiple of 20 between 20 and 1000")
         if self.assistant_engine not in ("pipeline", "realtime"):
             raise ValueError("assistant_engine must be 'pipeline' or 'realtime'")
+        if not 1 <= self.stream_replicas <= 5:
+            raise ValueError("stream_replicas must be between 1 and 5")
         if min(self.resume_window_s, self.start_timeout_s, self.idle_timeout_s, self.max_session_s) <= 0:
             raise ValueError("timeouts must be positive")
 
@@ -95,6 +99,8 @@ class Settings:
             "max_session_s": _env_float("PARLEY_MAX_SESSION_S", cls.max_session_s),
             "metrics_port": int(_env_float("PARLEY_METRICS_PORT", cls.metrics_port)),
             "work_deadline_s": _env_float("PARLEY_WORK_DEADLINE_S", cls.work_deadline_s),
+            "drain_timeout_s": _env_float("PARLEY_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
+            "stream_replicas": int(_env_float("PARLEY_STREAM_REPLICAS", cls.stream_replicas)),
             "log_level": _env("PARLEY_LOG_LEVEL", cls.log_level),
             "assistant_engine": _env("PARLEY_ASSISTANT_ENGINE", cls.assistant_engine),
         }

@@ -47,6 +47,8 @@ class NatsServer:
     port: int
     monitor_port: int
     store_dir: str
+    args: tuple[str, ...] = ()  # the whole command line, so `restart` brings back the same server
+    log_file: object = None
 
     @property
     def url(self) -> str:
@@ -65,24 +67,79 @@ class NatsServer:
                 self.process.kill()
                 self.process.wait()
 
+    def kill(self) -> None:
+        """SIGKILL: the server is lost, as a crashed machine would be."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
-def start_nats(port: int = 0, monitor_port: int = 0, store_dir: str | None = None, log_file=None,
-               wrapper: tuple[str, ...] = ()) -> NatsServer:
-    """`wrapper` runs the server through another command that execs it (e.g. taskset)."""
-    port = port or free_port()
-    monitor_port = monitor_port or free_port()
-    store_dir = store_dir or tempfile.mkdtemp(prefix="parley-nats-")
-    process = subprocess.Popen(
-        [*wrapper, nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port),
-         "-js", "-sd", store_dir],
+    def restart(self) -> None:
+        """Stop (if running) and start again on the same ports with the same JetStream store."""
+        self.stop()
+        self.process = _spawn(self.args, self.log_file)
+        _wait_or_stop(self)
+
+
+@dataclass
+class NatsCluster:
+    """Servers routed to each other on loopback, with clustered JetStream (for R3 streams)."""
+
+    nodes: list[NatsServer]
+    name: str
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated (NATS_URL's form for a cluster)."""
+        return ",".join(node.url for node in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _spawn(args: tuple[str, ...], log_file) -> subprocess.Popen:
+    return subprocess.Popen(
+        list(args),
         stdout=log_file or subprocess.DEVNULL,
         stderr=log_file or subprocess.DEVNULL,
         preexec_fn=die_with_parent,
     )
-    server = NatsServer(process, port, monitor_port, store_dir)
+
+
+def _wait_or_stop(server: NatsServer) -> None:
     try:
-        wait_for_port(port)
+        wait_for_port(server.port)
     except TimeoutError:
         server.stop()
         raise
+
+
+def start_nats(port: int = 0, monitor_port: int = 0, store_dir: str | None = None, log_file=None,
+               wrapper: tuple[str, ...] = (), extra_args: tuple[str, ...] = ()) -> NatsServer:
+    """`wrapper` runs the server through another command that execs it (e.g. taskset)."""
+    port = port or free_port()
+    monitor_port = monitor_port or free_port()
+    store_dir = store_dir or tempfile.mkdtemp(prefix="parley-nats-")
+    args = (*wrapper, nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-m", str(monitor_port),
+            "-js", "-sd", store_dir, *extra_args)
+    server = NatsServer(_spawn(args, log_file), port, monitor_port, store_dir, args, log_file)
+    _wait_or_stop(server)
     return server
+
+
+def start_nats_cluster(size: int = 3, name: str = "parley", log_dir: str | None = None) -> NatsCluster:
+    """`size` servers on free loopback ports, each with its own store dir, all routed to all."""
+    cluster_ports = [free_port() for _ in range(size)]
+    routes = ",".join(f"nats://127.0.0.1:{p}" for p in cluster_ports)
+    nodes = []
+    try:
+        for index, cluster_port in enumerate(cluster_ports):
+            log_file = open(Path(log_dir) / f"nats-{index}.log", "ab") if log_dir else None
+            nodes.append(start_nats(log_file=log_file, extra_args=(
+                "-n", f"{name}-{index}", "--cluster_name", name,
+                "--cluster", f"nats://127.0.0.1:{cluster_port}", "--routes", routes)))
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return NatsCluster(nodes, name)

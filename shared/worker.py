@@ -29,7 +29,13 @@ from shared.subjects import Subjects
 log = logging.getLogger("parley.worker")
 
 VERSION = "0.1.0"
-DRAIN_TIMEOUT_S = 10.0
+# A worker that dies holding work: JetStream redelivers it after ACK_WAIT_S. Kept short so
+# a SIGKILLed worker's work is redone within seconds (it was 30 s, past the 10 s work
+# deadline, so the redelivered work was dropped as too late); a handler that takes longer
+# says "in progress" every HEARTBEAT_S instead.
+ACK_WAIT_S = 4.0
+HEARTBEAT_S = ACK_WAIT_S / 3
+MAX_DELIVER = 5
 
 
 @dataclass
@@ -71,7 +77,7 @@ async def run_worker(
     metrics_url = _start_metrics(settings.metrics_port)
     nc = await bus.connect(settings.nats_url, f"parley-{kind}")
     js = nc.jetstream()
-    await bus.ensure_streams(js, subjects, settings.resume_window_s)
+    await bus.ensure_streams(js, subjects, settings.resume_window_s, settings.stream_replicas)
     runtime = Runtime(kind, settings, subjects, nc, js)
     service = await add_service(
         nc,
@@ -89,10 +95,12 @@ async def run_worker(
     log.info("%s worker ready (engines=%s, metrics %s)", kind, settings.engines, metrics_url)
     await wait_for_signal()
     log.info("%s worker draining", kind)
+    await service.stop()  # first leave the queue groups: no new claims or requests come here
     runtime.stopping.set()
-    await service.stop()
-    # Consumers see `stopping`, finish their in-flight work and leave; stragglers are cut.
-    done, pending = await asyncio.wait(runtime.tasks, timeout=DRAIN_TIMEOUT_S) if runtime.tasks else ((), ())
+    # Consumers see `stopping`, finish their in-flight work and leave; stragglers are cut
+    # and hand their work back (nak: redelivered at once to another instance).
+    timeout_s = settings.drain_timeout_s
+    done, pending = await asyncio.wait(runtime.tasks, timeout=timeout_s) if runtime.tasks else ((), ())
     for task in pending:
         task.cancel()
     await asyncio.gather(*runtime.tasks, return_exceptions=True)
@@ -112,12 +120,11 @@ async def consume_work(runtime: Runtime, work_kind: str, handle: WorkHandler, co
     instance adds capacity without any coordination.
     """
     subject = runtime.subjects.work(work_kind)
-    sub = await runtime.js.pull_subscribe(
-        subject,
-        durable=work_kind,
-        stream=runtime.subjects.work_stream,
-        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30, max_deliver=5),
-    )
+    stream = runtime.subjects.work_stream
+    config = ConsumerConfig(durable_name=work_kind, filter_subject=subject, ack_policy=AckPolicy.EXPLICIT,
+                            ack_wait=ACK_WAIT_S, max_deliver=MAX_DELIVER)
+    await runtime.js.add_consumer(stream, config)  # creates it, or updates an older one's ack wait
+    sub = await runtime.js.pull_subscribe_bind(durable=work_kind, stream=stream)
     inflight: set[asyncio.Task] = set()
     try:
         await _pull_loop(runtime, work_kind, handle, concurrency, sub, inflight)
@@ -158,13 +165,31 @@ async def _handle_msg(runtime: Runtime, work_kind: str, handle: WorkHandler, msg
         await msg.term()
         await _warn_expired(runtime, work_kind, work)
         return
+    heartbeat = asyncio.create_task(_keep_in_progress(msg))
     try:
         await handle(work, msg)
         await msg.ack()
+    except asyncio.CancelledError:
+        # Cut at the drain deadline: hand the work back so another instance does it now,
+        # not after the ack wait. Message ids make what we already published land once.
+        await asyncio.shield(msg.nak())
+        raise
     except Exception:
         log.exception("%s work failed; it will be redelivered", work_kind)
         metrics.WORK_FAILED.labels(work_kind).inc()
         await msg.nak(delay=0.5)
+    finally:
+        heartbeat.cancel()
+
+
+async def _keep_in_progress(msg: Msg) -> None:
+    """Long work (a turn waiting for a client's tool) is not redelivered while it runs."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_S)
+        try:
+            await msg.in_progress()
+        except Exception:  # disconnected: the next beat tries again
+            pass
 
 
 def _listeners_of(work: object) -> tuple[str, list[str]]:

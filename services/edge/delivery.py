@@ -95,7 +95,7 @@ class Delivery:
         self._sender = asyncio.create_task(self._send_all())
         self._sub = await self.ctx.js.subscribe(
             self.ctx.subjects.out(self.sid), stream=self.ctx.subjects.out_stream,
-            cb=self._on_out, ordered_consumer=True, config=config,
+            cb=self._on_out, ordered_consumer=True, config=config, idle_heartbeat=bus.ORDERED_HEARTBEAT_S,
         )
 
     async def stop(self) -> None:

@@ -185,7 +185,7 @@ class OwnedSession:
 
     async def _publish_work(self, kind: str, work, trace: str, msg_id: str) -> None:
         headers = bus.work_headers(trace, self.runtime.settings.work_deadline_s, msg_id)
-        await self.runtime.js.publish(self.runtime.subjects.work(kind), encode(work), headers=headers)
+        await bus.publish_durable(self.runtime.js, self.runtime.subjects.work(kind), encode(work), headers)
 
 
 class OwnedSessions:

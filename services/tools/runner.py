@@ -46,7 +46,6 @@ from shared.worker import Runtime
 
 log = logging.getLogger("parley.tools")
 
-HEARTBEAT_S = 10.0  # well inside the work queue's ack wait: a long turn is not redelivered
 SPEAK_MARGIN_S = 5.0  # a sentence's TTS request may take the provider timeout and this
 STATUS = {"stop": "completed", "cancelled": "cancelled", "error": "failed", "step_limit": "step_limit"}
 
@@ -112,7 +111,6 @@ class TurnRun:
         subs = [await self.rt.nc.subscribe(self.rt.subjects.ctl(w.sid), cb=self._on_ctl),
                 await self.rt.nc.subscribe(self.rt.subjects.tool_answers(w.sid), cb=self._on_answer)]
         speaker = asyncio.create_task(self._speak_all())
-        heartbeat = asyncio.create_task(self._keep_alive())
         started = time.perf_counter()
         finish: Finish | None = None
         try:
@@ -125,7 +123,7 @@ class TurnRun:
         finally:
             for sub in subs:
                 await sub.unsubscribe()
-            for task in [*self.tasks, *([self.llm_task] if self.llm_task else []), heartbeat, speaker]:
+            for task in [*self.tasks, *([self.llm_task] if self.llm_task else []), speaker]:
                 task.cancel()
         await self._finish(finish)
         metrics.STAGE_SECONDS.labels("assistant_turn").observe(time.perf_counter() - started)
@@ -274,14 +272,6 @@ class TurnRun:
         await self._event({"type": "response.done", "response_id": self.rid, "status": STATUS[reason],
                            "text": " ".join(self.said)}, "response-done")
         metrics.WORK_DONE.labels("tools").inc()
-
-    async def _keep_alive(self) -> None:
-        while True:
-            await asyncio.sleep(HEARTBEAT_S)
-            try:
-                await self.msg.in_progress()
-            except Exception:  # the next heartbeat tries again
-                pass
 
     def _spawn(self, coroutine) -> None:
         task = asyncio.create_task(coroutine)

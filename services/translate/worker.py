@@ -80,7 +80,7 @@ class TranslateHandler:
         for item in tts_work(work, text):
             msg_id = f"{item.utterance_id}:tts:{item.language}:{item.voice}:{item.sample_rate}"
             headers = bus.work_headers(trace, self.runtime.settings.work_deadline_s, msg_id)
-            await self.runtime.js.publish(self.runtime.subjects.work("tts"), encode(item), headers=headers)
+            await bus.publish_durable(self.runtime.js, self.runtime.subjects.work("tts"), encode(item), headers)
         metrics.WORK_DONE.labels("translate").inc()
 
     async def _translate(self, work: TranslateWork) -> str:

@@ -40,8 +40,9 @@ class ParleySystem:
         self.processes[name] = process
         return process
 
-    def start_worker(self, kind: str, name: str | None = None) -> subprocess.Popen:
-        return self._spawn(name or kind, "worker", kind)
+    def start_worker(self, kind: str, name: str | None = None, env: dict | None = None) -> subprocess.Popen:
+        """`env` for this instance only (e.g. a slow one: PARLEY_BENCH_*_DELAY_MS)."""
+        return self._spawn(name or kind, "worker", kind, env=env)
 
     def start_edge(self, name: str = "edge") -> int:
         port = free_port()
