@@ -38,7 +38,7 @@ RATE_LIMITED = Counter("parley_rate_limited_total", "Requests refused by a rate 
 LEASE_TTL_S = 60.0  # a crashed edge's sessions stop counting after this long
 TELL_EVERY_S = 1.0  # a flood gets one rate_limited error a second, not one per message
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-CLOSE_RATE_LIMITED = 4429
+CLOSE_UNAUTHORIZED, CLOSE_RATE_LIMITED = 4401, 4429
 
 
 @dataclass
@@ -77,8 +77,13 @@ class Access:
         self._principals[connection] = principal
         return True
 
-    def principal_of(self, connection: object) -> Principal:
-        return self._principals.pop(connection, None) or self.config.principal(ANONYMOUS_NAME)
+    def principal_of(self, connection: object) -> Principal | None:
+        """The principal `authenticate` found for this connection (taken once); None when
+        auth is on and it found none, which the handshake should have made impossible."""
+        principal = self._principals.pop(connection, None)
+        if principal is None and not self.config.enabled:
+            principal = self.config.principal(ANONYMOUS_NAME)
+        return principal
 
     # -- connections and sessions ----------------------------------------------------------
     async def admit_connection(self, principal: Principal) -> str | None:

@@ -15,7 +15,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-from services.edge.access import Access, refuse_rate_limited
+from services.edge.access import CLOSE_UNAUTHORIZED, Access, refuse_rate_limited
 from services.edge.auth import AuthConfig
 from services.edge.auth_config import load_auth_config
 from services.edge.capabilities import CapabilityCache
@@ -96,6 +96,9 @@ class Edge:
             model = parse_qs(url.query).get("model", ["gpt-realtime"])[0]
             socket = RealtimeSocket(ws, RealtimeTranslator(model))
         principal = self.ctx.access.principal_of(ws)
+        if principal is None:  # defence in depth: never a session without a checked principal
+            await ws.close(CLOSE_UNAUTHORIZED, "unauthorized")
+            return
         refusal = await self.ctx.access.admit_connection(principal)
         if refusal:
             await refuse_rate_limited(socket, refusal)

@@ -96,6 +96,16 @@ async def test_new_connections_per_minute(secure_parley):
     (await started(secure_parley, "bob")).drop()  # another principal connects as usual
 
 
+async def test_a_refused_realtime_connection_gets_a_realtime_error_and_4429(secure_parley):
+    first = await connect(secure_parley, api_key("realtime_dialer"), path="/v1/realtime")
+    await first.wait_type("session.created")
+    await first.close()
+    refused = await connect(secure_parley, api_key("realtime_dialer"), path="/v1/realtime")
+    error = (await refused.wait_type("error"))["error"]
+    assert error["code"] == "rate_limited" and error["type"] == "rate_limit_error"
+    assert (await refused.closed)[0] == 4429
+
+
 async def test_concurrent_sessions_and_release_on_every_path(secure_parley):
     first, second = await started(secure_parley, "pair"), await started(secure_parley, "pair")
     third = await connect(secure_parley, api_key("pair"))

@@ -25,6 +25,7 @@ PRINCIPALS = {
     "flooder": {"messages_per_second": 20},
     "talker": {"audio_seconds_per_minute": 3},
     "dialer": {"connections_per_minute": 3},
+    "realtime_dialer": {"connections_per_minute": 1},
     "pair": {"max_sessions": 2},
 }
 

@@ -31,7 +31,8 @@ def test_handshake_remembers_the_principal_per_connection():
     assert not door.authenticate(conn, {"Authorization": "Bearer nope"}, "/v1/stream")
     assert door.authenticate(conn, {}, "/v1/stream?token=k")
     assert door.principal_of(conn).name == "p"
-    assert door.principal_of(conn).name == "anonymous"  # taken once
+    assert door.principal_of(conn) is None  # taken once; never anonymous while auth is on
+    assert Access.disabled().principal_of(conn).name == "anonymous"
 
 
 async def test_connections_per_minute():
