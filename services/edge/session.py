@@ -15,7 +15,6 @@ import secrets
 import time
 import uuid
 
-from nats.js.api import ConsumerConfig, DeliverPolicy
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -26,6 +25,7 @@ from services.edge.auth import ANONYMOUS, Principal
 from services.edge.capabilities import admission_problems, assistant_problems, room_warnings
 from services.edge.chunker import Chunk, Chunker, SpeechStarted, SpeechStopped
 from services.edge.context import EdgeContext
+from services.edge.delivery import Delivery
 from services.edge.stt_link import SttLink
 from services.edge.tool_answers import forward_answer
 from services.stt.routing import room_route, solo_route
@@ -36,13 +36,11 @@ from shared.messages import (
     AssistantUpdate,
     AudioChunk,
     CancelResponse,
-    ClientEvent,
     ClientPresence,
     Listener,
     Route,
     SessionEnd,
     ToolAnswer,
-    decode,
     encode,
 )
 from shared.state import SessionRecord
@@ -85,8 +83,7 @@ class Session:
         self.chunker: Chunker | None = None
         self.stt: SttLink | None = None
         self.subs: list = []
-        self.sent_seq = 0
-        self.seq_arrived = asyncio.Condition()
+        self.delivery: Delivery | None = None
         self.ended = False
         self.assistant: AssistantState | None = None
         self.last_heard = time.monotonic()
@@ -235,7 +232,8 @@ class Session:
             **({"engine": record.engine, "tools": [t["name"] for t in record.tools]}
                if record.mode == "assistant" else {}),
         })
-        await self._subscribe_out(last_seq)
+        self.delivery = Delivery(self.ctx, record.sid, self.send, self._keep, self.ws.close)
+        await self.delivery.start(last_seq)
         self.chunker = self.ctx.new_chunker(record.input_sample_rate)
         if record.room:
             await self.ctx.store.join_room(record.room, self._listener())
@@ -276,40 +274,10 @@ class Session:
         if self.stt is not None:
             await self.stt.update_route(await self._route())
 
-    async def _subscribe_out(self, last_seq: int | None) -> None:
-        if last_seq is None:
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
-        else:
-            self.sent_seq = last_seq
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=last_seq + 1)
-        sub = await self.ctx.js.subscribe(
-            self.ctx.subjects.out(self.record.sid), stream=self.ctx.subjects.out_stream,
-            cb=self._on_out, ordered_consumer=True, config=config,
-        )
-        self.subs.append(sub)
-
-    async def _on_out(self, msg) -> None:
-        seq = msg.metadata.sequence.stream
-        if seq <= self.sent_seq:
-            return
-        try:
-            message = decode(msg.data)
-        except ValueError:
-            log.error("undecodable event in out-stream for %s", self.sid)
-            return
+    def _keep(self, event: dict) -> bool:
+        """Whether the client sees this event (barge-in drops audio of a cancelled reply)."""
         rate = self.record.output_sample_rate
-        if isinstance(message, ClientEvent) and (
-            self.assistant is None or self.assistant.should_send(message.event, time.monotonic(), rate)
-        ):
-            event = {**message.event, "seq": seq}
-            try:
-                await self.send(event)
-            except ConnectionClosed:
-                return  # the client resumes from its last_seq; nothing is lost
-            metrics.EVENTS_OUT.labels(str(event.get("type"))).inc()
-        async with self.seq_arrived:
-            self.sent_seq = seq
-            self.seq_arrived.notify_all()
+        return self.assistant is None or self.assistant.should_send(event, time.monotonic(), rate)
 
     # -- the live loop -------------------------------------------------------------------
     async def _watch(self) -> None:
@@ -424,11 +392,7 @@ class Session:
     async def _end(self, reason: str) -> None:
         self.ended = True
         seq = await self.publish({"type": "session.ended", "reason": reason})
-        async with self.seq_arrived:
-            try:
-                await asyncio.wait_for(self.seq_arrived.wait_for(lambda: self.sent_seq >= seq), 2.0)
-            except (asyncio.TimeoutError, TimeoutError):
-                pass
+        await self.delivery.wait_sent(seq, timeout_s=2.0)
         await self.ws.close(CLOSE_NORMAL, reason)
 
     async def _detach(self) -> None:
@@ -443,6 +407,8 @@ class Session:
                 await self._audio(self.chunker.commit())
             except Exception:
                 log.exception("could not flush the utterance in progress of %s", self.sid)
+        if self.delivery is not None:
+            await self.delivery.stop()
         for sub in self.subs:
             try:
                 await sub.unsubscribe()
