@@ -8,6 +8,7 @@ import importlib
 import sys
 
 from shared.config import ENGINE_SETS, Settings
+from shared import telemetry
 from shared.process import setup_logging
 from shared.subjects import WORKER_KINDS
 
@@ -70,10 +71,13 @@ def main(argv: list[str] | None = None) -> int:
         case "edge":
             from services.edge import server
 
+            telemetry.setup_tracing("parley-edge")
             asyncio.run(server.main(settings))
         case "worker":
             module = importlib.import_module(f"services.{args.kind}.worker")
+            telemetry.setup_tracing(f"parley-{args.kind}")
             asyncio.run(module.main(settings))
+    telemetry.shutdown_tracing()  # the spans still queued go out before the process ends
     return 0
 
 

@@ -22,7 +22,9 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, ServiceUnavailableError
 
+from shared import telemetry
 from shared.messages import ClientEvent, encode
+from shared.telemetry import child_traceparent
 from shared.subjects import Subjects
 
 log = logging.getLogger("parley.bus")
@@ -101,21 +103,15 @@ async def ensure_streams(js: JetStreamContext, subjects: Subjects, resume_window
             await js.update_stream(config)
 
 
-def new_traceparent() -> str:
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
-
-
-def child_traceparent(parent: str | None) -> str:
-    """Same trace, new span id: each hop is its own span."""
-    if parent and parent.count("-") == 3:
-        version, trace_id, _, flags = parent.split("-")
-        return f"{version}-{trace_id}-{secrets.token_hex(8)}-{flags}"
-    return new_traceparent()
+def outgoing_traceparent(traceparent: str | None) -> str:
+    """The header for what this hop publishes: the current span when there is one (its
+    child on the next hop), else a new hop of `traceparent`'s trace."""
+    return telemetry.current_traceparent() or child_traceparent(traceparent)
 
 
 def work_headers(traceparent: str | None, deadline_s: float, msg_id: str) -> dict[str, str]:
     return {
-        TRACEPARENT: child_traceparent(traceparent),
+        TRACEPARENT: outgoing_traceparent(traceparent),
         DEADLINE_HEADER: str(int((time.time() + deadline_s) * 1000)),
         "Nats-Msg-Id": msg_id,
     }
@@ -143,7 +139,7 @@ async def publish_event(
 
     `msg_id` makes a retried publish (a redelivered work item) land only once.
     """
-    headers = {TRACEPARENT: child_traceparent(traceparent), "Nats-Msg-Id": msg_id or secrets.token_hex(12)}
+    headers = {TRACEPARENT: outgoing_traceparent(traceparent), "Nats-Msg-Id": msg_id or secrets.token_hex(12)}
     return await publish_durable(js, subjects.out(sid), encode(ClientEvent(event=event)), headers)
 
 

@@ -61,6 +61,7 @@ class Settings:
     assistant_engine: str = "pipeline"  # for sessions that do not choose one
     # workers
     metrics_port: int = 0
+    metrics_host: str = "127.0.0.1"  # a worker's /metrics; 0.0.0.0 in a container, for Prometheus
     work_deadline_s: float = 10.0
     stt_lease_s: float = 3.0
     drain_timeout_s: float = 10.0  # SIGTERM: in-flight work not done by then is handed back
@@ -98,6 +99,7 @@ class Settings:
             "idle_timeout_s": _env_float("PARLEY_IDLE_TIMEOUT_S", cls.idle_timeout_s),
             "max_session_s": _env_float("PARLEY_MAX_SESSION_S", cls.max_session_s),
             "metrics_port": int(_env_float("PARLEY_METRICS_PORT", cls.metrics_port)),
+            "metrics_host": _env("PARLEY_METRICS_HOST", cls.metrics_host),
             "work_deadline_s": _env_float("PARLEY_WORK_DEADLINE_S", cls.work_deadline_s),
             "drain_timeout_s": _env_float("PARLEY_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
             "stream_replicas": int(_env_float("PARLEY_STREAM_REPLICAS", cls.stream_replicas)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -20,9 +21,9 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.micro import add_service
 from nats.micro.service import EndpointConfig, Request, Service, ServiceConfig
 
-from shared import bus, metrics
+from shared import bus, metrics, telemetry
 from shared.config import Settings
-from shared.messages import Capabilities, TranslateWork, TtsWork, decode, encode
+from shared.messages import AssistantTurn, Capabilities, TranslateWork, TtsWork, decode, encode
 from shared.process import wait_for_signal
 from shared.subjects import Subjects
 
@@ -61,9 +62,11 @@ async def _serve_caps(service: Service, subjects: Subjects, caps: Capabilities) 
     )
 
 
-def _start_metrics(port: int) -> str:
-    server, _ = prometheus_client.start_http_server(port, addr="127.0.0.1")
-    return f"http://127.0.0.1:{server.server_port}/metrics"
+def _start_metrics(host: str, port: int) -> str:
+    """Serve /metrics; the URL it returns is the one operators (and $SRV.INFO) see."""
+    server, _ = prometheus_client.start_http_server(port, addr=host)
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    return f"http://{shown}:{server.server_port}/metrics"
 
 
 async def run_worker(
@@ -74,7 +77,7 @@ async def run_worker(
     extra_endpoints: Callable[[Service, Runtime], Awaitable[None]] | None = None,
 ) -> None:
     subjects = Subjects(settings.prefix)
-    metrics_url = _start_metrics(settings.metrics_port)
+    metrics_url = _start_metrics(settings.metrics_host, settings.metrics_port)
     nc = await bus.connect(settings.nats_url, f"parley-{kind}")
     js = nc.jetstream()
     await bus.ensure_streams(js, subjects, settings.resume_window_s, settings.stream_replicas)
@@ -166,8 +169,10 @@ async def _handle_msg(runtime: Runtime, work_kind: str, handle: WorkHandler, msg
         await _warn_expired(runtime, work_kind, work)
         return
     heartbeat = asyncio.create_task(_keep_in_progress(msg))
+    sid, utterance = _ids_of(work)
     try:
-        await handle(work, msg)
+        with telemetry.span(work_kind, (msg.headers or {}).get(bus.TRACEPARENT), sid=sid, utterance_id=utterance):
+            await handle(work, msg)
         await msg.ack()
     except asyncio.CancelledError:
         # Cut at the drain deadline: hand the work back so another instance does it now,
@@ -190,6 +195,18 @@ async def _keep_in_progress(msg: Msg) -> None:
             await msg.in_progress()
         except Exception:  # disconnected: the next beat tries again
             pass
+
+
+def _ids_of(work: object) -> tuple[str | None, str | None]:
+    """(session id, utterance id) a unit of work is about, for its span and log lines."""
+    match work:
+        case AssistantTurn(sid=sid, utterance_id=utterance):
+            return sid, utterance
+        case TtsWork(utterance_id=utterance, speaker=speaker, recipients=recipients):
+            return speaker or (recipients[0] if recipients else None), utterance
+        case TranslateWork(utterance_id=utterance, speaker=speaker):
+            return speaker, utterance
+    return None, None
 
 
 def _listeners_of(work: object) -> tuple[str, list[str]]:

@@ -17,7 +17,7 @@ from nats.micro.service import EndpointConfig, Request, Service
 from services.stt import engines
 from services.stt.provider import SttEngine, SttSession
 from services.stt.routing import translate_work
-from shared import bus, metrics
+from shared import bus, metrics, telemetry
 from shared.audio import resample
 from shared.config import Settings
 from shared.cost import CostLedger, PriceTable
@@ -173,18 +173,18 @@ class OwnedSession:
     async def _finalize(self, chunk: AudioChunk, text: str) -> None:
         if not text:
             return  # noise, not speech: nothing to caption or translate
-        final = {"type": "transcript.final", "language": self.language, "text": text}
-        await self._captions(final, chunk, f"{chunk.utterance_id}:final")
-        trace = bus.new_traceparent()
-        if self.assistant is not None:
-            turn = AssistantTurn(self.sid, chunk.utterance_id, text, self.assistant, self.principal)
-            await self._publish_work("tools", turn, trace, f"{chunk.utterance_id}:assistant")
-        for work in translate_work(self.route, self.sid, chunk.utterance_id, text, self.language, self.principal):
-            await self._publish_work("translate", work, trace, f"{work.utterance_id}:translate:{work.target_language}")
+        with telemetry.span("stt", None, sid=self.sid, utterance_id=chunk.utterance_id):  # a trace per utterance
+            final = {"type": "transcript.final", "language": self.language, "text": text}
+            await self._captions(final, chunk, f"{chunk.utterance_id}:final")
+            if self.assistant is not None:
+                turn = AssistantTurn(self.sid, chunk.utterance_id, text, self.assistant, self.principal)
+                await self._publish_work("tools", turn, f"{chunk.utterance_id}:assistant")
+            for work in translate_work(self.route, self.sid, chunk.utterance_id, text, self.language, self.principal):
+                await self._publish_work("translate", work, f"{work.utterance_id}:translate:{work.target_language}")
         metrics.WORK_DONE.labels("stt").inc()
 
-    async def _publish_work(self, kind: str, work, trace: str, msg_id: str) -> None:
-        headers = bus.work_headers(trace, self.runtime.settings.work_deadline_s, msg_id)
+    async def _publish_work(self, kind: str, work, msg_id: str) -> None:
+        headers = bus.work_headers(None, self.runtime.settings.work_deadline_s, msg_id)
         await bus.publish_durable(self.runtime.js, self.runtime.subjects.work(kind), encode(work), headers)
 
 

@@ -258,7 +258,8 @@ class TurnRun:
         timeout_s = self.rt.settings.providers.timeout_s + SPEAK_MARGIN_S
         for attempt in range(2):  # a TTS worker that died mid-sentence: another one speaks it
             try:
-                await self.rt.nc.request(self.rt.subjects.tts_speak, encode(work), timeout=timeout_s)
+                await self.rt.nc.request(self.rt.subjects.tts_speak, encode(work), timeout=timeout_s,
+                                         headers={bus.TRACEPARENT: bus.outgoing_traceparent(None)})
                 return
             except Exception as exc:  # no responders, timeout
                 log.warning("speaking sentence %d of %s failed (%s)", say.index, self.rid, exc)

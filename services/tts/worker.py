@@ -15,7 +15,7 @@ from nats.micro.service import EndpointConfig, Request, Service
 
 from services.tts import engines
 from services.tts.provider import Synthesizer
-from shared import bus, metrics
+from shared import bus, metrics, telemetry
 from shared.config import Settings
 from shared.cost import CostLedger, PriceTable
 from shared.errors import ParleyError
@@ -82,8 +82,10 @@ def _speak_endpoint(handler: TtsHandler):
         speaking: set[asyncio.Task] = set()
 
         async def speak(request: Request, work: TtsWork) -> None:
-            async with slots:
-                cancelled = await _cancellable(runtime, work, handler(work, None))
+            parent = (request.headers or {}).get(bus.TRACEPARENT)
+            with telemetry.span("tts.speak", parent, sid=work.recipients[0], utterance_id=work.utterance_id):
+                async with slots:
+                    cancelled = await _cancellable(runtime, work, handler(work, None))
             await request.respond(b"cancelled" if cancelled else b"done")
 
         async def on_speak(request: Request) -> None:
