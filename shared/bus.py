@@ -20,9 +20,9 @@ from nats.errors import (
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, ServiceUnavailableError
+from nats.js.errors import BadRequestError, NoStreamResponseError, ServiceUnavailableError
 
-from shared import telemetry
+from shared import metrics, telemetry
 from shared.messages import ClientEvent, encode
 from shared.telemetry import child_traceparent
 from shared.subjects import Subjects
@@ -41,7 +41,7 @@ PUBLISH_TIMEOUT_S = 2.0
 # nats-py's default (5 s) meant 10-20 s without events after a NATS restart; 1 s costs one
 # small message a second per idle session.
 ORDERED_HEARTBEAT_S = 1.0
-_TRANSIENT = (NatsTimeoutError, NoRespondersError, ServiceUnavailableError, ConnectionReconnectingError,
+_TRANSIENT = (NatsTimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError, ConnectionReconnectingError,
               StaleConnectionError, OutboundBufferLimitError, asyncio.TimeoutError)
 
 
@@ -156,6 +156,7 @@ async def publish_durable(js: JetStreamContext, subject: str, payload: bytes, he
     while True:
         try:
             ack = await js.publish(subject, payload, timeout=PUBLISH_TIMEOUT_S, headers=headers)
+            metrics.BUS_MESSAGES.labels(metrics.family(subject), "out").inc()
             return ack.seq
         except _TRANSIENT as exc:
             if time.monotonic() + pause > deadline:

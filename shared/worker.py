@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ VERSION = "0.1.0"
 # says "in progress" every HEARTBEAT_S instead.
 ACK_WAIT_S = 4.0
 HEARTBEAT_S = ACK_WAIT_S / 3
+LAG_CHECK_S = 5.0
 MAX_DELIVER = 5
 
 
@@ -137,7 +139,11 @@ async def consume_work(runtime: Runtime, work_kind: str, handle: WorkHandler, co
 
 
 async def _pull_loop(runtime: Runtime, work_kind: str, handle: WorkHandler, concurrency: int, sub, inflight: set) -> None:
+    next_lag_check = 0.0
     while not runtime.stopping.is_set():
+        if time.monotonic() >= next_lag_check:
+            next_lag_check = time.monotonic() + LAG_CHECK_S
+            await _report_lag(work_kind, sub)
         free = concurrency - len(inflight)
         if free <= 0:
             await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
@@ -156,7 +162,18 @@ async def _pull_loop(runtime: Runtime, work_kind: str, handle: WorkHandler, conc
             task.add_done_callback(inflight.discard)
 
 
+async def _report_lag(work_kind: str, sub) -> None:
+    """The queue's depth, for operators and autoscalers (every instance reports the same
+    shared consumer: take the max across instances, not the sum)."""
+    try:
+        info = await sub.consumer_info()
+    except Exception:  # reconnecting: the next check reports it
+        return
+    metrics.WORK_PENDING.labels(work_kind).set(info.num_pending)
+
+
 async def _handle_msg(runtime: Runtime, work_kind: str, handle: WorkHandler, msg: Msg) -> None:
+    metrics.BUS_MESSAGES.labels(f"work.{work_kind}", "in").inc()
     try:
         work = decode(msg.data)
     except ValueError as exc:

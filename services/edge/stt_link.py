@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 
 from services.edge.context import EdgeContext
+from shared import metrics
 from shared.messages import (
     Assistant,
     AudioChunk,
@@ -117,6 +118,7 @@ class SttLink:
 
     async def _publish(self, chunk: AudioChunk) -> None:
         await self.ctx.nc.publish(self.ctx.subjects.audio(self.record.sid), encode(chunk))
+        metrics.BUS_MESSAGES.labels("audio", "out").inc()
 
     async def update_route(self, route: Route) -> None:
         self.route = route

@@ -63,6 +63,7 @@ class OwnedSession:
         self.subs: list = []
         self.tasks: list[asyncio.Task] = []
         self.heard: dict[str, int] = {}  # utterance → highest chunk index: replays are skipped
+        self.ended_at: dict[str, float] = {}  # utterance → when its last chunk arrived
         self.finished = ""
         self.release = release  # async (sid) -> None: drop this session from the worker
         self.last_heard = time.monotonic()
@@ -95,6 +96,11 @@ class OwnedSession:
             return
         if isinstance(chunk, AudioChunk):
             self.last_heard = time.monotonic()
+            metrics.BUS_MESSAGES.labels("audio", "in").inc()
+            if chunk.last:
+                self.ended_at[chunk.utterance_id] = time.perf_counter()
+                while len(self.ended_at) > 16:  # replays of finished utterances are never popped
+                    self.ended_at.pop(next(iter(self.ended_at)))
             try:
                 self.queue.put_nowait(chunk)
             except asyncio.QueueFull:
@@ -171,11 +177,14 @@ class OwnedSession:
             )
 
     async def _finalize(self, chunk: AudioChunk, text: str) -> None:
+        ended = self.ended_at.pop(chunk.utterance_id, None)
         if not text:
             return  # noise, not speech: nothing to caption or translate
         with telemetry.span("stt", None, sid=self.sid, utterance_id=chunk.utterance_id):  # a trace per utterance
             final = {"type": "transcript.final", "language": self.language, "text": text}
             await self._captions(final, chunk, f"{chunk.utterance_id}:final")
+            if ended is not None:
+                metrics.STAGE_SECONDS.labels("chunk_to_transcript").observe(time.perf_counter() - ended)
             if self.assistant is not None:
                 turn = AssistantTurn(self.sid, chunk.utterance_id, text, self.assistant, self.principal)
                 await self._publish_work("tools", turn, f"{chunk.utterance_id}:assistant")

@@ -77,6 +77,7 @@ class TranslateHandler:
                 self.runtime.js, self.runtime.subjects, listener.sid, event,
                 msg_id=f"{work.utterance_id}:translation:{listener.sid}", traceparent=trace,
             )
+        metrics.STAGE_SECONDS.labels("transcript_to_translation").observe(metrics.since_stored(msg))
         for item in tts_work(work, text):
             msg_id = f"{item.utterance_id}:tts:{item.language}:{item.voice}:{item.sample_rate}"
             headers = bus.work_headers(trace, self.runtime.settings.work_deadline_s, msg_id)

@@ -57,6 +57,9 @@ class TtsHandler:
                 async for pcm in self.synthesizer.synthesize(work.text, work.language, work.voice, work.sample_rate):
                     if index == 0:
                         metrics.STAGE_SECONDS.labels("tts_first_audio").observe(time.perf_counter() - started)
+                        if msg is not None:  # queued work: from the translation on
+                            metrics.STAGE_SECONDS.labels("translation_to_first_audio").observe(
+                                metrics.since_stored(msg))
                         await self.reporter.served(served_by(), work.recipients, work.utterance_id)
                     event = {"type": "audio.delta", "utterance_id": work.utterance_id, "audio": pcm}
                     await self._publish(work, event, f"audio{index}", trace)

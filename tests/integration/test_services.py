@@ -68,34 +68,6 @@ async def test_edge_without_workers_is_not_ready_and_refuses_sessions(nats_serve
         assert lonely.stop_all() == {"edge": 0}
 
 
-async def test_second_instances_share_the_work(nats_server, tmp_path):
-    system = ParleySystem(nats_server.url, None, "bench", tmp_path, env={"PARLEY_PREFIX": "scaled"})
-    system.start_all()
-    for kind in ("stt", "translate", "tts"):
-        system.start_worker(kind, f"{kind}-2")
-    try:
-        await asyncio.sleep(1.0)
-        clients = [await ProtocolClient.connect(system.ws_url()) for _ in range(8)]
-        for client in clients:
-            assert (await client.start(language="en", target_language="es"))["type"] == "session.started"
-        pcm = tone(220, 1.0, 16000) + b"\x00\x00" * 16000
-        for _ in range(3):
-            await asyncio.gather(*(c.stream(pcm, realtime=False) for c in clients))
-        for client in clients:
-            await client.wait_for(lambda e: e.get("type") == "audio.done" and e["utterance_id"].endswith("-3"))
-            await client.close()
-        nc = await nats.connect(nats_server.url)
-        for kind in ("stt", "translate", "tts"):
-            infos = await collect(nc, f"$SRV.INFO.scaled-{kind}")
-            assert len(infos) == 2
-            done = [_counter(info["metadata"]["metrics_url"], kind) for info in infos]
-            assert all(count > 0 for count in done), f"{kind} work not shared: {done}"
-        await nc.close()
-    finally:
-        codes = system.stop_all()
-    assert all(code == 0 for code in codes.values()), codes
-
-
 def _counter(metrics_url: str, kind: str) -> float:
     with urllib.request.urlopen(metrics_url, timeout=5) as reply:
         for line in reply.read().decode().splitlines():

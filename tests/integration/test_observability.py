@@ -1,0 +1,80 @@
+"""After one translation and one assistant turn through the whole system, every process's
+/metrics shows the counters and histograms of what it did."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import nats
+import pytest
+
+from shared.audio import tone
+from shared.subjects import WORKER_KINDS
+from tests.integration.test_services import collect
+from tests.support.client import ProtocolClient
+from tests.support.system import ParleySystem
+
+UTTERANCE = tone(220, 1.0, 16000) + b"\x00\x00" * 8000
+
+
+def scrape(url: str) -> dict[str, float]:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        lines = reply.read().decode().splitlines()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line and line[0] != "#"}
+
+
+@pytest.fixture(scope="module")
+def observed(nats_server, tmp_path_factory):
+    system = ParleySystem(nats_server.url, None, "bench", tmp_path_factory.mktemp("observed-logs"),
+                          env={"PARLEY_PREFIX": "observed"})
+    system.start_all()
+    yield system
+    assert all(code == 0 for code in system.stop_all().values())
+
+
+async def test_every_process_counts_and_times_what_it_did(observed):
+    translating = await ProtocolClient.connect(observed.ws_url())
+    await translating.start(language="en", target_language="es")
+    await translating.stream(UTTERANCE, realtime=False)
+    await translating.wait_type("audio.done")
+    assisted = await ProtocolClient.connect(observed.ws_url())
+    await assisted.start(mode="assistant", language="en")
+    await assisted.stream(UTTERANCE, realtime=False)
+    await assisted.wait_type("response.done")
+    await assisted.send({"type": "bogus"})
+    await assisted.wait_type("error")
+
+    edge = scrape(observed.url() + "/metrics")
+    assert edge["parley_sessions_live"] == 2
+    assert edge['parley_events_out_total{type="translation"}'] >= 1
+    assert edge['parley_events_out_total{type="response.text"}'] >= 1
+    assert edge['parley_client_messages_total{type="AudioAppend"}'] >= 1
+    assert edge['parley_client_errors_total{code="invalid_message"}'] >= 1
+    assert edge['parley_bus_messages_total{direction="out",family="audio"}'] >= 2
+
+    nc = await nats.connect(observed.nats_url)
+    workers = {}
+    for kind in WORKER_KINDS:
+        [info] = await collect(nc, f"$SRV.INFO.observed-{kind}")
+        workers[kind] = scrape(info["metadata"]["metrics_url"])
+        [stats] = await collect(nc, f"$SRV.STATS.observed-{kind}")
+        assert sum(e["num_requests"] for e in stats["endpoints"]) >= 1
+    await nc.close()
+
+    def stage(kind: str, name: str) -> float:
+        return workers[kind][f'parley_stage_seconds_count{{stage="{name}"}}']
+
+    assert stage("stt", "chunk_to_transcript") >= 2  # one utterance per session
+    assert workers["stt"]['parley_bus_messages_total{direction="in",family="audio"}'] >= 2
+    assert workers["stt"]['parley_bus_messages_total{direction="out",family="work.translate"}'] >= 1
+    assert workers["stt"]['parley_bus_messages_total{direction="out",family="work.tools"}'] >= 1
+    assert stage("translate", "transcript_to_translation") >= 1
+    assert workers["translate"]['parley_bus_messages_total{direction="in",family="work.translate"}'] >= 1
+    assert 'parley_work_pending{kind="translate"}' in workers["translate"]
+    assert stage("tts", "translation_to_first_audio") >= 1 and stage("tts", "tts_first_audio") >= 2
+    assert stage("tools", "assistant_turn") >= 1
+    assert workers["tools"]['parley_work_done_total{kind="tools"}'] >= 1
+    for kind in ("translate", "tts", "tools"):
+        assert f'parley_work_pending{{kind="{kind}"}}' in workers[kind]
+    await translating.close()
+    await assisted.close()
