@@ -29,7 +29,7 @@ from services.edge.delivery import Delivery
 from services.edge.stt_link import SttLink
 from services.edge.tool_answers import forward_answer
 from services.stt.routing import room_route, solo_route
-from shared import bus, metrics
+from shared import bus, metrics, telemetry
 from shared.errors import ParleyError
 from shared.messages import (
     Assistant,
@@ -115,12 +115,16 @@ class Session:
     async def run(self) -> None:
         try:
             await self._open()
-            metrics.SESSIONS.inc()
-            try:
-                await self._serve()
-            finally:
-                metrics.SESSIONS.dec()
-                await self._detach()
+            with telemetry.bound(sid=self.sid):  # every log line of this connection names it
+                log.info("%s session on generation %d (%s, %s)", self.record.mode, self.generation,
+                         self.record.language, self.principal.name)
+                metrics.SESSIONS.inc()
+                try:
+                    await self._serve()
+                finally:
+                    metrics.SESSIONS.dec()
+                    await self._detach()
+                    log.info("connection closed (%s)", "session ended" if self.ended else "resumable")
         except SessionClosed as closed:
             await self.ws.close(closed.code, closed.reason)
         except ConnectionClosed:

@@ -78,3 +78,16 @@ async def test_every_process_counts_and_times_what_it_did(observed):
         assert f'parley_work_pending{{kind="{kind}"}}' in workers[kind]
     await translating.close()
     await assisted.close()
+
+
+def test_log_lines_are_json_name_their_session_and_carry_no_audio(observed):
+    import json
+    import re
+
+    lines = [json.loads(line) for log in observed.log_dir.glob("*.log") for line in log.read_text().splitlines()
+             if line.startswith("{")]
+    assert lines and all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
+    opened = [line for line in lines if line["logger"] == "parley.edge" and "session on generation" in line["msg"]]
+    assert len(opened) >= 2 and all(len(line["sid"]) == 32 for line in opened)
+    base64_run = re.compile(r"[A-Za-z0-9+/]{200,}")
+    assert not [line for line in lines if base64_run.search(json.dumps(line))]
