@@ -28,7 +28,7 @@ from websockets.http11 import Request, Response
 from tests.e2e.test_web_page import CHROMIUM, CHROMIUM_ARGS
 
 WEB_ROOT = Path(__file__).resolve().parents[2] / "services" / "edge" / "web"
-STEP_S = 5.0  # longest a scripted step may wait for the page
+STEP_S = 15.0  # longest a scripted step may wait for the page (generous: CI machines are shared)
 
 # ---------------------------------------------------------------- browser
 
