@@ -41,8 +41,8 @@ PUBLISH_TIMEOUT_S = 2.0
 # nats-py's default (5 s) meant 10-20 s without events after a NATS restart; 1 s costs one
 # small message a second per idle session.
 ORDERED_HEARTBEAT_S = 1.0
-_TRANSIENT = (NatsTimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError, ConnectionReconnectingError,
-              StaleConnectionError, OutboundBufferLimitError, asyncio.TimeoutError)
+_TRANSIENT = (NatsTimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError,
+              ConnectionReconnectingError, StaleConnectionError, OutboundBufferLimitError, asyncio.TimeoutError)
 
 
 async def connect(url: str, name: str) -> Client:

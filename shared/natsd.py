@@ -49,6 +49,7 @@ class NatsServer:
     store_dir: str
     args: tuple[str, ...] = ()  # the whole command line, so `restart` brings back the same server
     log_file: object = None
+    name: str = ""  # the server name, in a cluster
 
     @property
     def url(self) -> str:
@@ -135,9 +136,11 @@ def start_nats_cluster(size: int = 3, name: str = "parley", log_dir: str | None 
     try:
         for index, cluster_port in enumerate(cluster_ports):
             log_file = open(Path(log_dir) / f"nats-{index}.log", "ab") if log_dir else None
-            nodes.append(start_nats(log_file=log_file, extra_args=(
+            node = start_nats(log_file=log_file, extra_args=(
                 "-n", f"{name}-{index}", "--cluster_name", name,
-                "--cluster", f"nats://127.0.0.1:{cluster_port}", "--routes", routes)))
+                "--cluster", f"nats://127.0.0.1:{cluster_port}", "--routes", routes))
+            node.name = f"{name}-{index}"
+            nodes.append(node)
     except BaseException:
         for node in nodes:
             node.stop()
