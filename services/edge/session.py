@@ -49,7 +49,7 @@ log = logging.getLogger("parley.edge")
 
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_NOT_FOUND, CLOSE_START_TIMEOUT = 1000, 4400, 4404, 4408
 CLOSE_FORBIDDEN = 4403
-RENEW_S = 20.0  # a live session renews its record and room membership this often
+RENEW_S = 5.0  # a live session renews its record and room membership (and sees Redis fail) this often
 
 
 def end_reason(idle_s: float, age_s: float, idle_timeout_s: float, max_session_s: float) -> str | None:
@@ -88,6 +88,7 @@ class Session:
         self.assistant: AssistantState | None = None
         self.last_heard = time.monotonic()
         self.watchdog: asyncio.Task | None = None
+        self.warned_degraded = False
 
     # -- sending -------------------------------------------------------------------------
     async def send(self, event: dict) -> None:
@@ -249,9 +250,16 @@ class Session:
         self.watchdog = asyncio.create_task(self._watch())
         if record.room:
             await self.ctx.nc.publish(self.ctx.subjects.room(record.room), b"changed")
-        if self.ctx.store.degraded and self.ctx.settings.redis_url:
+        await self._warn_if_degraded()
+
+    async def _warn_if_degraded(self) -> None:
+        """Tell the client once each time Redis goes away under it (and again if it comes
+        back and fails again)."""
+        degraded = self.ctx.store.degraded and bool(self.ctx.settings.redis_url)
+        if degraded and not self.warned_degraded:
             await self.publish({"type": "warning", "code": "state_degraded",
                                 "message": "session state is in memory only: resume works on this edge only"})
+        self.warned_degraded = degraded
 
     def _assistant_config(self) -> Assistant | None:
         if self.assistant is None:
@@ -296,6 +304,7 @@ class Session:
             await self.ctx.store.save_session(self.record, self._live_ttl_s)
             if self.record.room:
                 await self.ctx.store.join_room(self.record.room, self._listener())
+            await self._warn_if_degraded()
 
     async def _serve(self) -> None:
         async for frame in self.ws:

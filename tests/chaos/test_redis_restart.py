@@ -1,5 +1,5 @@
-"""Redis stopped and started again mid-session: state falls back to process memory (new
-sessions are warned, `state_degraded`), nothing crashes, sessions go on; when Redis is
+"""Redis stopped and started again mid-session: state falls back to process memory (live
+and new sessions are warned, `state_degraded`), nothing crashes, sessions go on; when Redis is
 back, state is shared again."""
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ async def test_redis_restart_mid_session(nats_server, make_system):
         redis.stop()
         await speak(alice)  # the live session goes on without Redis
         await wait_done(alice, utterance(a, 1, 2))
+        warning = await alice.wait_type("warning", code="state_degraded", timeout=20)  # and is told
+        assert "memory" in warning["message"]
         bob, b = await start_translate(system)  # a new session: told its state is local only
         warning = await bob.wait_type("warning", code="state_degraded")
         assert "memory" in warning["message"]
