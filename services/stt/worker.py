@@ -19,6 +19,7 @@ from services.stt.provider import SttEngine, SttSession
 from services.stt.routing import translate_work
 from shared import bus, metrics, telemetry
 from shared.audio import resample
+from shared.audio_owner import AudioIntake, Lease
 from shared.config import Settings
 from shared.cost import CostLedger, PriceTable
 from shared.fallback import served_by
@@ -32,7 +33,6 @@ from shared.messages import (
     SessionEnd,
     SttClaim,
     SttClaimed,
-    SttLease,
     decode,
     encode,
 )
@@ -41,8 +41,6 @@ from shared.usage import Usage, metering
 from shared.worker import Runtime, run_worker
 
 log = logging.getLogger("parley.stt")
-
-MAX_QUEUED_CHUNKS = 64  # ~32 s of audio at 500 ms chunks: a stalled engine cannot grow memory
 
 
 class OwnedSession:
@@ -59,23 +57,20 @@ class OwnedSession:
         self.assistant = claim.assistant  # set: finals are questions for the assistant
         self.worker_id = worker_id
         self.recogniser: SttSession = engine.open(claim.language)
-        self.queue: asyncio.Queue[AudioChunk] = asyncio.Queue(MAX_QUEUED_CHUNKS)
+        self.intake = AudioIntake(claim.sid, "stt")
+        self.lease = Lease(runtime, claim.sid, worker_id)
         self.subs: list = []
         self.tasks: list[asyncio.Task] = []
-        self.heard: dict[str, int] = {}  # utterance → highest chunk index: replays are skipped
-        self.ended_at: dict[str, float] = {}  # utterance → when its last chunk arrived
-        self.finished = ""
         self.release = release  # async (sid) -> None: drop this session from the worker
-        self.last_heard = time.monotonic()
         self.reporter = reporter
         self.usage: list[Usage] = []  # of the utterance in progress, reported with its final
 
     async def start(self) -> None:
         subjects = self.runtime.subjects
-        self.subs.append(await self.runtime.nc.subscribe(subjects.audio(self.sid), cb=self._on_audio))
+        self.subs.append(await self.runtime.nc.subscribe(subjects.audio(self.sid), cb=self.intake.on_audio))
         self.subs.append(await self.runtime.nc.subscribe(subjects.ctl(self.sid), cb=self._on_ctl))
         self.tasks.append(asyncio.create_task(self._recognise()))
-        self.tasks.append(asyncio.create_task(self._renew_lease()))
+        self.tasks.append(asyncio.create_task(self.lease.keep(self.intake, self._let_go)))
 
     async def close(self) -> None:
         for sub in self.subs:
@@ -85,26 +80,8 @@ class OwnedSession:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         with metering() as meter:  # a streaming vendor bills the open session: known at close
             await self.recogniser.close()
-        last = next(reversed(self.heard), f"{self.sid}-closed")
+        last = self.intake.last_utterance or f"{self.sid}-closed"
         await self.reporter.usage(self.sid, self.principal, last, self.usage + meter.records, "stt:close")
-
-    async def _on_audio(self, msg) -> None:
-        try:
-            chunk = decode(msg.data)
-        except ValueError as exc:
-            log.warning("malformed audio chunk for %s: %s", self.sid, exc)
-            return
-        if isinstance(chunk, AudioChunk):
-            self.last_heard = time.monotonic()
-            metrics.BUS_MESSAGES.labels("audio", "in").inc()
-            if chunk.last:
-                self.ended_at[chunk.utterance_id] = time.perf_counter()
-                while len(self.ended_at) > 16:  # replays of finished utterances are never popped
-                    self.ended_at.pop(next(iter(self.ended_at)))
-            try:
-                self.queue.put_nowait(chunk)
-            except asyncio.QueueFull:
-                log.warning("stt for %s is behind; dropping a chunk", self.sid)
 
     async def _on_ctl(self, msg) -> None:
         try:
@@ -117,38 +94,24 @@ class OwnedSession:
             case AssistantUpdate(assistant=assistant):
                 self.assistant = assistant
             case SessionEnd():
-                # Not awaited here: releasing unsubscribes this very callback's subscription,
-                # which would cancel us before the provider stream is terminated.
-                self._releasing = asyncio.create_task(self.release(self.sid))
+                self._let_go()
 
-    async def _publish_lease(self) -> None:
-        lease = SttLease(self.sid, self.worker_id, self.finished)
-        await self.runtime.nc.publish(self.runtime.subjects.stt_lease(self.sid), encode(lease))
-
-    async def _renew_lease(self) -> None:
-        idle_limit_s = self.runtime.settings.resume_window_s
-        while time.monotonic() - self.last_heard < idle_limit_s:
-            await self._publish_lease()
-            await asyncio.sleep(self.runtime.settings.stt_lease_s / 3)
-        # Silent for a whole resume window: the edge may be gone. If it is not, it sees the
-        # lease lapse and claims again, so letting go is always safe.
-        log.info("releasing idle session %s", self.sid)
+    def _let_go(self) -> None:
+        # Not awaited: releasing unsubscribes the very callback (or cancels the task) that
+        # asks for it, which would cancel us before the provider stream is terminated.
         self._releasing = asyncio.create_task(self.release(self.sid))
 
     async def _recognise(self) -> None:
         while True:
-            chunk = await self.queue.get()
+            chunk = await self.intake.queue.get()
             try:
                 await self._process(chunk)
             except Exception:
                 log.exception("recognition failed for %s", chunk.utterance_id)
 
     async def _process(self, chunk: AudioChunk) -> None:
-        if chunk.index <= self.heard.get(chunk.utterance_id, -1):
+        if not self.intake.first_time(chunk):
             return  # a replay of audio this owner already heard
-        self.heard[chunk.utterance_id] = chunk.index
-        while len(self.heard) > 16:  # only recent utterances can be replayed
-            self.heard.pop(next(iter(self.heard)))
         started = time.perf_counter()
         pcm = resample(chunk.pcm, chunk.sample_rate, self.engine.sample_rate)
         with metering() as meter:
@@ -165,8 +128,7 @@ class OwnedSession:
             await self._finalize(chunk, text)
             usage, self.usage = self.usage, []
             await self.reporter.usage(self.sid, self.principal, chunk.utterance_id, usage, "stt")
-            self.finished = chunk.utterance_id
-            await self._publish_lease()  # lets the edge forget this utterance's audio now
+            await self.lease.finish(chunk.utterance_id)
 
     async def _captions(self, event: dict, chunk: AudioChunk, msg_id: str | None) -> None:
         event = {**event, "utterance_id": chunk.utterance_id, "speaker": self.sid}
@@ -177,7 +139,7 @@ class OwnedSession:
             )
 
     async def _finalize(self, chunk: AudioChunk, text: str) -> None:
-        ended = self.ended_at.pop(chunk.utterance_id, None)
+        ended = self.intake.ended_at.pop(chunk.utterance_id, None)
         if not text:
             return  # noise, not speech: nothing to caption or translate
         with telemetry.span("stt", None, sid=self.sid, utterance_id=chunk.utterance_id):  # a trace per utterance

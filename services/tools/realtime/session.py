@@ -30,6 +30,7 @@ from services.tools.registry import (
 )
 from shared import bus
 from shared.audio import resample
+from shared.audio_owner import AudioIntake, Lease
 from shared.errors import ParleyError, ProviderError
 from shared.messages import (
     Assistant,
@@ -39,7 +40,6 @@ from shared.messages import (
     ClientPresence,
     SessionEnd,
     SttClaim,
-    SttLease,
     ToolAnswer,
     ToolAnswerAck,
     decode,
@@ -49,7 +49,6 @@ from shared.worker import Runtime
 
 log = logging.getLogger("parley.tools.realtime")
 
-MAX_QUEUED_CHUNKS = 64
 MIN_COMMIT_BYTES = ev.RATE_HZ * 2 // 10  # 100 ms at 24 kHz: OpenAI refuses a shorter commit
 STATUSES = {"completed": "completed", "cancelled": "cancelled"}  # anything else: "failed"
 
@@ -89,10 +88,9 @@ class RealtimeSession:
         self.pending = PendingCalls()
         self.call_responses: dict[str, str] = {}  # call id → the response that made it
         self.sends: dict[str, int] = {}  # call id → how many times it was published
-        self.queue: asyncio.Queue[AudioChunk] = asyncio.Queue(MAX_QUEUED_CHUNKS)
-        self.heard: dict[str, int] = {}  # utterance → highest chunk index: replays are skipped
+        self.intake = AudioIntake(claim.sid, "realtime bridge")
+        self.lease = Lease(runtime, claim.sid, worker_id)
         self.utterance_bytes = 0
-        self.finished = ""
         self.awaiting_transcript: deque[str] = deque()  # committed utterances, oldest first
         self.active: str | None = None  # the response in progress upstream
         self.cancelled: set[str] = set()
@@ -100,7 +98,6 @@ class RealtimeSession:
         self.text: dict[str, str] = {}
         self.want_response = False  # tool outputs are in; answer once nothing else is pending
         self.wake = asyncio.Event()  # the deadline watcher looks again
-        self.last_heard = time.monotonic()
         self.subs: list = []
         self.tasks: list[asyncio.Task] = []
 
@@ -108,10 +105,10 @@ class RealtimeSession:
 
     async def start(self) -> None:
         nc, subjects = self.runtime.nc, self.runtime.subjects
-        self.subs += [await nc.subscribe(subjects.audio(self.sid), cb=self._on_audio),
+        self.subs += [await nc.subscribe(subjects.audio(self.sid), cb=self.intake.on_audio),
                       await nc.subscribe(subjects.ctl(self.sid), cb=self._on_ctl),
                       await nc.subscribe(subjects.tool_answers(self.sid), cb=self._on_answer)]
-        for job in (self._feed(), self._pump(), self._watch_deadlines(), self._renew_lease()):
+        for job in (self._feed(), self._pump(), self._watch_deadlines(), self.lease.keep(self.intake, self._let_go)):
             self.tasks.append(asyncio.create_task(job))
 
     async def close(self) -> None:
@@ -134,33 +131,17 @@ class RealtimeSession:
 
     # -- audio in --------------------------------------------------------------------------
 
-    async def _on_audio(self, msg) -> None:
-        try:
-            chunk = decode(msg.data)
-        except ValueError as exc:
-            log.warning("malformed audio chunk for %s: %s", self.sid, exc)
-            return
-        if isinstance(chunk, AudioChunk):
-            self.last_heard = time.monotonic()
-            try:
-                self.queue.put_nowait(chunk)
-            except asyncio.QueueFull:
-                log.warning("realtime bridge for %s is behind; dropping a chunk", self.sid)
-
     async def _feed(self) -> None:
         while True:
-            chunk = await self.queue.get()
+            chunk = await self.intake.queue.get()
             try:
                 await self._take(chunk)
             except Exception:
                 log.exception("audio of %s could not be sent upstream", chunk.utterance_id)
 
     async def _take(self, chunk: AudioChunk) -> None:
-        if chunk.index <= self.heard.get(chunk.utterance_id, -1):
+        if not self.intake.first_time(chunk):
             return  # a replay of audio already sent upstream (the edge re-claimed)
-        self.heard[chunk.utterance_id] = chunk.index
-        while len(self.heard) > 16:
-            self.heard.pop(next(iter(self.heard)))
         pcm = resample(chunk.pcm, chunk.sample_rate, ev.RATE_HZ)
         if pcm:
             await self.upstream.append_audio(pcm)
@@ -175,8 +156,7 @@ class RealtimeSession:
         else:
             await self.upstream.clear_audio()  # a click, not a turn
         self.utterance_bytes = 0
-        self.finished = chunk.utterance_id
-        await self._publish_lease()
+        await self.lease.finish(chunk.utterance_id)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -361,16 +341,3 @@ class RealtimeSession:
                 log.info("tool call %s of %s: %s", outcome.call_id, self.sid, outcome.error_code)
                 await self._to_model(outcome.call_id, model_output(outcome))
 
-    # -- lease -----------------------------------------------------------------------------
-
-    async def _publish_lease(self) -> None:
-        lease = SttLease(self.sid, self.worker_id, self.finished)
-        await self.runtime.nc.publish(self.runtime.subjects.stt_lease(self.sid), encode(lease))
-
-    async def _renew_lease(self) -> None:
-        settings = self.runtime.settings
-        while time.monotonic() - self.last_heard < settings.resume_window_s:
-            await self._publish_lease()
-            await asyncio.sleep(settings.stt_lease_s / 3)
-        log.info("releasing idle realtime session %s", self.sid)
-        self._let_go()
