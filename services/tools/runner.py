@@ -71,11 +71,11 @@ class TurnRunner:
         self.deps = deps
         self.running: dict[str, TurnRun] = {}
 
-    async def __call__(self, work: AssistantTurn, msg) -> None:
+    async def __call__(self, work: AssistantTurn, msg) -> None:  # msg: the worker acks it
         older = self.running.get(work.sid)
         if older is not None:
             older.inbox.put_nowait(("cancel",))
-        run = TurnRun(self.deps, work, msg)
+        run = TurnRun(self.deps, work)
         self.running[work.sid] = run
         try:
             await run.run()
@@ -85,8 +85,8 @@ class TurnRunner:
 
 
 class TurnRun:
-    def __init__(self, deps: Deps, work: AssistantTurn, msg) -> None:
-        self.deps, self.work, self.msg = deps, work, msg
+    def __init__(self, deps: Deps, work: AssistantTurn) -> None:
+        self.deps, self.work = deps, work
         self.rt = deps.runtime
         self.rid = response_id_of(work.utterance_id)
         self.inbox: asyncio.Queue = asyncio.Queue()
