@@ -1,4 +1,4 @@
-"""`python -m bench local|echo …` (or `./dev bench …`): see docs/BENCHMARKS.md.
+"""`python -m bench local|echo|assistant …` (or `./dev bench …`): see docs/BENCHMARKS.md.
 
 Each run starts its own nats-server and a fresh Parley system (edge + one worker of each
 kind, as OS processes), runs the load levels against it, stops it, prints tables and
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import echo, local
+from bench import assistant, echo, local, soak
 from bench.report import RESULTS_DIR, machine, table, write_json
 from bench.system import running
 
@@ -36,7 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     ec.add_argument("--sessions", type=_sizes, default=[1, 10, 50, 100, 200],
                     help="comma-separated session counts (default 1,10,50,100,200)")
     ec.add_argument("--utterances", type=int, default=5, help="tone+silence cycles per session (default 5)")
-    for sub in (lo, ec):
+    asst = scenarios.add_parser("assistant", help="assistant mode, benchmark engines, fake model: "
+                                "tool round trip and first reply audio")
+    assistant.add_arguments(asst, _sizes)
+    soak.add_arguments(scenarios.add_parser("soak", help="sessions under faults on a schedule: events lost, "
+                                            "duplicated, recovery times, memory over time"))
+    for sub in (lo, ec, asst):
         sub.add_argument("--pin-core", type=int, metavar="CPU",
                          help="run every Parley process and nats-server under `taskset -c CPU`; "
                               "the load generator runs on the other cores")
@@ -75,8 +80,12 @@ def _rss_table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.scenario == "soak":
+        return soak.main(args)
     args.compression = None if args.compression == "none" else args.compression
     cpus = _pin_loadgen(args.pin_core) if args.pin_core is not None else None
+    if args.scenario == "assistant":
+        return _assistant(args, cpus)
     scenario = echo if args.scenario == "echo" else local
     engines = "bench" if args.scenario == "echo" else "local"
     env = {"PARLEY_CHUNK_MS": str(args.chunk_ms)} if getattr(args, "chunk_ms", None) else {}
@@ -104,6 +113,24 @@ def main(argv: list[str] | None = None) -> int:
     if unclean:
         print(f"WARNING: processes did not exit cleanly: {unclean} (logs in {log_dir})")
     print(f"results: {write_json(args.scenario + ('-pinned' if cpus else ''), payload, args.out)}")
+    return 0
+
+
+def _assistant(args: argparse.Namespace, cpus: str | None) -> int:
+    log_dir = Path(tempfile.mkdtemp(prefix="parley-bench-assistant-"))
+    started = time.time()
+    print(f"bench assistant: engines=bench, fake model; pin={cpus or 'no'} logs in {log_dir}", flush=True)
+    results = assistant.run(args, cpus, log_dir)
+    payload = {
+        "scenario": "assistant",
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "duration_s": round(time.time() - started, 1), "argv": sys.argv[1:], "machine": machine(),
+        "engines": "bench", "pinned_core": cpus, "compression": args.compression or "none", **results,
+    }
+    unclean = {run: {k: v for k, v in codes.items() if v != 0} for run, codes in results["exit_codes"].items()}
+    if any(unclean.values()):
+        print(f"WARNING: processes did not exit cleanly: {unclean} (logs in {log_dir})")
+    print(f"results: {write_json('assistant' + ('-pinned' if cpus else ''), payload, args.out)}")
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from dataclasses import dataclass, field, fields, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -53,6 +54,9 @@ class RecordedRequest:
     json: object = None  # the parsed body when it was JSON
     form: dict[str, str] = field(default_factory=dict)  # multipart text fields
     files: dict[str, bytes] = field(default_factory=dict)  # multipart file fields
+    arrived_at: float = 0.0  # time.monotonic() once the request's body was read
+    finished_at: float | None = None  # time.monotonic() once the handler was done with it
+    # (the response's last byte written; None while it is still being answered)
 
 
 class _State:
@@ -106,6 +110,12 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         request = self._record()
+        try:
+            self._handle(request)
+        finally:
+            self._finished(request)
+
+    def _handle(self, request: RecordedRequest) -> None:
         with self.state.lock:
             knobs = self.state.knobs
         failing = knobs.failing(request.index)
@@ -124,13 +134,23 @@ class FakeHandler(BaseHTTPRequestHandler):
 
     def _record(self) -> RecordedRequest:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        arrived = time.monotonic()
         headers = {name.lower(): value for name, value in self.headers.items()}
         with self.state.lock:
             index = len(self.state.log) + 1
             request = RecordedRequest(index, self.command, self.path, headers, body,
-                                      *self.parse_body(headers, body))
+                                      *self.parse_body(headers, body), arrived_at=arrived)
             self.state.log.append(request)
         return request
+
+    def _finished(self, request: RecordedRequest) -> None:
+        done = replace(request, finished_at=time.monotonic())
+        with self.state.lock:
+            log = self.state.log
+            for i in range(len(log) - 1, -1, -1):  # usually the last few; gone after clear_log
+                if log[i] is request:
+                    log[i] = done
+                    return
 
     def parse_body(self, headers: dict[str, str], body: bytes) -> tuple:
         """(json, form, files); vendors override for multipart."""
