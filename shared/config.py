@@ -63,6 +63,9 @@ class Settings:
     metrics_port: int = 0
     metrics_host: str = "127.0.0.1"  # a worker's /metrics; 0.0.0.0 in a container, for Prometheus
     work_deadline_s: float = 10.0
+    # An assistant turn may wait on tools for many seconds; one redelivered after its worker
+    # died is still the answer the person is waiting for, so it gets longer.
+    turn_deadline_s: float = 60.0
     stt_lease_s: float = 3.0
     drain_timeout_s: float = 10.0  # SIGTERM: in-flight work not done by then is handed back
     stream_replicas: int = 1  # JetStream replicas of the streams: 3 on a 3-node NATS cluster
@@ -101,6 +104,7 @@ class Settings:
             "metrics_port": int(_env_float("PARLEY_METRICS_PORT", cls.metrics_port)),
             "metrics_host": _env("PARLEY_METRICS_HOST", cls.metrics_host),
             "work_deadline_s": _env_float("PARLEY_WORK_DEADLINE_S", cls.work_deadline_s),
+            "turn_deadline_s": _env_float("PARLEY_TURN_DEADLINE_S", cls.turn_deadline_s),
             "drain_timeout_s": _env_float("PARLEY_DRAIN_TIMEOUT_S", cls.drain_timeout_s),
             "stream_replicas": int(_env_float("PARLEY_STREAM_REPLICAS", cls.stream_replicas)),
             "log_level": _env("PARLEY_LOG_LEVEL", cls.log_level),

@@ -6,6 +6,7 @@ default, or Redis down) both are limited to one edge process, and the edge says 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -36,6 +37,14 @@ class SessionRecord:
     instructions: str | None = None  # assistant mode
     tools: tuple[dict, ...] = ()  # assistant mode: the client's registered tools, as sent
     engine: str = "pipeline"  # assistant mode: "pipeline" or "realtime"
+
+    @property
+    def room_key(self) -> str | None:
+        """The room as state and the bus know it: a room belongs to its principal, so two
+        principals' "lobby" are two rooms and neither hears the other (a subject token)."""
+        if self.room is None:
+            return None
+        return f"{hashlib.sha256(self.principal.encode()).hexdigest()[:16]}-{self.room}"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -233,6 +233,8 @@ def _listeners_of(work: object) -> tuple[str, list[str]]:
             return utterance, list(recipients)
         case TranslateWork(utterance_id=utterance, listeners=listeners):
             return utterance, [listener.sid for listener in listeners]
+        case AssistantTurn(utterance_id=utterance, sid=sid):
+            return utterance, [sid]
     return "?", []
 
 

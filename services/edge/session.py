@@ -195,8 +195,8 @@ class Session:
         await self._attach(token, resumed=False, last_seq=None)
         for problem in refused:
             await self.send_error("tool_error", problem)
-        if start.room:
-            others = {m.language for m in await self.ctx.store.room_members(start.room)}
+        if self.record.room_key:
+            others = {m.language for m in await self.ctx.store.room_members(self.record.room_key)}
             for message in room_warnings(caps, start.language, others):
                 await self.publish({"type": "warning", "code": "provider_unavailable", "message": message})
 
@@ -240,16 +240,16 @@ class Session:
         self.delivery = Delivery(self.ctx, record.sid, self.send, self._keep, self.ws.close)
         await self.delivery.start(last_seq)
         self.chunker = self.ctx.new_chunker(record.input_sample_rate)
-        if record.room:
-            await self.ctx.store.join_room(record.room, self._listener())
-            self.subs.append(await self.ctx.nc.subscribe(self.ctx.subjects.room(record.room), cb=self._on_room))
+        if record.room_key:
+            await self.ctx.store.join_room(record.room_key, self._listener())
+            self.subs.append(await self.ctx.nc.subscribe(self.ctx.subjects.room(record.room_key), cb=self._on_room))
         self.stt = SttLink(self.ctx, record, await self._route(), self._assistant_config)
         await self.stt.start(claim_now=not resumed)
         if self.assistant and resumed:
             await self._control(ClientPresence(record.sid, connected=True))
         self.watchdog = asyncio.create_task(self._watch())
-        if record.room:
-            await self.ctx.nc.publish(self.ctx.subjects.room(record.room), b"changed")
+        if record.room_key:
+            await self.ctx.nc.publish(self.ctx.subjects.room(record.room_key), b"changed")
         await self._warn_if_degraded()
 
     async def _warn_if_degraded(self) -> None:
@@ -278,8 +278,8 @@ class Session:
         r = self.record
         if r.mode == "assistant":
             return Route(captions_to=(r.sid,), listeners=())  # the answer comes from the assistant
-        if r.room:
-            return room_route(r.sid, await self.ctx.store.room_members(r.room))
+        if r.room_key:
+            return room_route(r.sid, await self.ctx.store.room_members(r.room_key))
         return solo_route(r.sid, r.target_language, r.output_sample_rate, r.voice)
 
     async def _on_room(self, msg) -> None:
@@ -302,8 +302,8 @@ class Session:
             if reason:
                 return await self._end(reason)
             await self.ctx.store.save_session(self.record, self._live_ttl_s)
-            if self.record.room:
-                await self.ctx.store.join_room(self.record.room, self._listener())
+            if self.record.room_key:
+                await self.ctx.store.join_room(self.record.room_key, self._listener())
             await self._warn_if_degraded()
 
     async def _serve(self) -> None:
@@ -441,7 +441,7 @@ class Session:
 async def release_session(ctx: EdgeContext, record: SessionRecord) -> None:
     """Drop every per-session resource: the STT owner's stream, room membership, state."""
     await ctx.nc.publish(ctx.subjects.ctl(record.sid), encode(SessionEnd(record.sid)))
-    if record.room:
-        await ctx.store.leave_room(record.room, record.sid)
-        await ctx.nc.publish(ctx.subjects.room(record.room), b"changed")
+    if record.room_key:
+        await ctx.store.leave_room(record.room_key, record.sid)
+        await ctx.nc.publish(ctx.subjects.room(record.room_key), b"changed")
     await ctx.store.delete_session(record.sid)

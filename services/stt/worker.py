@@ -155,7 +155,9 @@ class OwnedSession:
         metrics.WORK_DONE.labels("stt").inc()
 
     async def _publish_work(self, kind: str, work, msg_id: str) -> None:
-        headers = bus.work_headers(None, self.runtime.settings.work_deadline_s, msg_id)
+        settings = self.runtime.settings
+        deadline_s = settings.turn_deadline_s if kind == "tools" else settings.work_deadline_s
+        headers = bus.work_headers(None, deadline_s, msg_id)
         await bus.publish_durable(self.runtime.js, self.runtime.subjects.work(kind), encode(work), headers)
 
 

@@ -153,7 +153,7 @@ async def test_barge_in_stops_the_reply_at_once(assistant_system, fresh_model):
     nc = await nats.connect(assistant_system.nats_url)
     published = []
     await client.stream(UTTERANCE, realtime=False)
-    first = await client.wait_type("audio.delta")
+    await client.wait_type("audio.delta")
     sid = client.of_type("session.started")[0]["session_id"]
 
     async def count(msg) -> None:

@@ -3,6 +3,8 @@ tokens bound to their principal, tool results bound to their session, no token i
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from websockets.exceptions import InvalidStatus
 
@@ -103,6 +105,27 @@ async def test_a_tool_result_for_another_sessions_call_never_reaches_it(secure_p
     assert not bob.of_type("tool.call")
     await alice.close()
     await bob.close()
+
+
+async def test_a_room_belongs_to_its_principal(secure_parley):
+    """Bob naming Alice's room joins a room of his own: he never hears her, she never hears
+    him, while another of Alice's sessions in that room does."""
+    speaker = await started(secure_parley, "alice", target_language=None, room="lobby")
+    listener = await started(secure_parley, "alice", language="es", target_language=None, room="lobby")
+    stranger = await started(secure_parley, "bob", language="es", target_language=None, room="lobby")
+    sid = speaker.events[0]["session_id"]
+    await asyncio.sleep(0.5)  # the route update reaches the speaker's STT owner
+    await speaker.stream(UTTERANCE, realtime=False)
+    assert (await listener.wait_type("translation", timeout=20, speaker=sid))["target_language"] == "es"
+    await listener.wait_type("audio.done", timeout=10)
+    await stranger.stream(UTTERANCE, realtime=False)
+    await stranger.wait_type("transcript.final", timeout=20)
+    await asyncio.sleep(1.0)  # anything misrouted would be here by now
+    assert not any(e.get("speaker") == sid for e in stranger.events)
+    bob_sid = stranger.events[0]["session_id"]
+    assert not any(e.get("speaker") == bob_sid for e in (*speaker.events, *listener.events))
+    for client in (speaker, listener, stranger):
+        await client.close()
 
 
 def test_no_token_or_key_is_ever_logged(secure_parley):

@@ -7,10 +7,11 @@ import json
 import urllib.request
 
 import nats
+import pytest
 
 from shared import bus
 from shared.audio import tone
-from shared.messages import Listener, TranslateWork, encode
+from shared.messages import Assistant, AssistantTurn, Listener, TranslateWork, encode
 from shared.subjects import WORKER_KINDS, Subjects
 from tests.integration.test_edge_protocol import http_get
 from tests.support.client import ProtocolClient
@@ -100,19 +101,26 @@ async def test_stt_owner_killed_mid_utterance_another_worker_takes_over(nats_ser
     assert all(code == 0 for code in codes.values()), codes
 
 
-async def test_work_past_its_deadline_is_dropped_with_a_warning(bench_parley):
+def _late_work(kind: str, sid: str):
+    if kind == "translate":
+        return TranslateWork(sid, f"{sid}-9-1", "late", "en", "es", (Listener(sid, "es"),))
+    return AssistantTurn(sid, f"{sid}-9-1", "late", Assistant("Be brief.", (), "en", 16000))
+
+
+@pytest.mark.parametrize("kind", ["translate", "tools"])
+async def test_work_past_its_deadline_is_dropped_with_a_warning(bench_parley, kind):
     client = await ProtocolClient.connect(bench_parley.ws_url())
-    started = await client.start(language="en", target_language="es")
+    mode = {"mode": "assistant"} if kind == "tools" else {"target_language": "es"}
+    started = await client.start(language="en", **mode)
     sid = started["session_id"]
     nc = await nats.connect(bench_parley.nats_url)
     try:
-        work = TranslateWork(sid, f"{sid}-9-1", "late", "en", "es", (Listener(sid, "es"),))
         headers = bus.work_headers(None, -1.0, f"{sid}-late")  # the deadline passed a second ago
-        await nc.jetstream().publish(Subjects("benchsys").work("translate"), encode(work), headers=headers)
+        await nc.jetstream().publish(Subjects("benchsys").work(kind), encode(_late_work(kind, sid)), headers=headers)
         warning = await client.wait_type("warning", code="deadline_exceeded")
-        assert "too late" in warning["message"]
+        assert "too late" in warning["message"] and f"{sid}-9-1" in warning["message"]
         await asyncio.sleep(0.5)
-        assert not client.of_type("translation")
+        assert not client.of_type("translation") and not client.of_type("response.text")
     finally:
         await nc.close()
         await client.close()
