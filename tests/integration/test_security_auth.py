@@ -8,6 +8,7 @@ import asyncio
 import pytest
 from websockets.exceptions import InvalidStatus
 
+from services.edge.auth import hash_api_key
 from shared.audio import tone
 from tests.support.secure import (
     FOREIGN_RSA_KEY,
@@ -22,17 +23,18 @@ UTTERANCE = tone(220, 1.0, 16000) + b"\x00\x00" * 8000
 PROBE_TOOL = {"name": "utterance_probe", "description": "Says who owns this session",
               "parameters": {"type": "object", "properties": {}}, "timeout_ms": 20000}
 
+# Made when a test runs, not at collection: the suite runs longer than a token lives.
 BAD_TOKENS = {
-    "none": None,
-    "unknown api key": "key-of-mallory",
-    "a key's hash instead of the key": "4f1c…",
-    "expired": jwt_for("alice", exp=1_000_000_000),
-    "not yet valid": jwt_for("alice", nbf=4_000_000_000, exp=4_000_000_300),
-    "foreign key, same kid": jwt_for("alice", key=FOREIGN_RSA_KEY),
-    "wrong audience": jwt_for("alice", aud="another-service"),
-    "wrong issuer": jwt_for("alice", iss="https://evil.test"),
-    "hs256 with a wrong secret": jwt_for("alice", key="x" * 48, algorithm="HS256", kid=None),
-    "tampered": jwt_for("alice")[:-6] + "AAAAAA",
+    "none": lambda: None,
+    "unknown api key": lambda: "key-of-mallory",
+    "a key's hash instead of the key": lambda: hash_api_key(api_key("alice")),
+    "expired": lambda: jwt_for("alice", exp=1_000_000_000),
+    "not yet valid": lambda: jwt_for("alice", nbf=4_000_000_000, exp=4_000_000_300),
+    "foreign key, same kid": lambda: jwt_for("alice", key=FOREIGN_RSA_KEY),
+    "wrong audience": lambda: jwt_for("alice", aud="another-service"),
+    "wrong issuer": lambda: jwt_for("alice", iss="https://evil.test"),
+    "hs256 with a wrong secret": lambda: jwt_for("alice", key="x" * 48, algorithm="HS256", kid=None),
+    "tampered": lambda: jwt_for("alice")[:-6] + "AAAAAA",
 }
 USED_SECRETS: list[str] = []
 
@@ -40,20 +42,23 @@ USED_SECRETS: list[str] = []
 @pytest.mark.parametrize("path", ["/v1/stream", "/v1/realtime"])
 @pytest.mark.parametrize("name", list(BAD_TOKENS))
 async def test_bad_credentials_get_401_at_the_handshake(secure_parley, name, path):
+    token = BAD_TOKENS[name]()
     for query in (False, True):
         with pytest.raises(InvalidStatus) as refused:
-            await connect(secure_parley, BAD_TOKENS[name], query=query, path=path)
+            await connect(secure_parley, token, query=query, path=path)
         assert refused.value.response.status_code == 401
-    USED_SECRETS.extend(t for t in BAD_TOKENS.values() if t)
+    if token:
+        USED_SECRETS.append(token)
 
 
-@pytest.mark.parametrize("token,query,principal", [
-    (api_key("alice"), False, "alice"),
-    (api_key("alice"), True, "alice"),
-    (jwt_for("carol"), False, "carol"),  # RS256 from the JWKS file, by kid
-    (jwt_for("carol", algorithm="HS256", kid=None), True, "carol"),
-])
-async def test_good_credentials_start_a_session(secure_parley, token, query, principal):
+@pytest.mark.parametrize("make_token,query", [
+    (lambda: api_key("alice"), False),
+    (lambda: api_key("alice"), True),
+    (lambda: jwt_for("carol"), False),  # RS256 from the JWKS file, by kid
+    (lambda: jwt_for("carol", algorithm="HS256", kid=None), True),
+], ids=["api key", "api key in the query", "RS256 by JWKS", "HS256 in the query"])
+async def test_good_credentials_start_a_session(secure_parley, make_token, query):
+    token = make_token()
     client = await connect(secure_parley, token, query=query)
     reply = await client.start(language="en", target_language="es")
     assert reply["type"] == "session.started", reply

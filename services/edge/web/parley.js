@@ -278,8 +278,8 @@ export class ParleyClient {
       if (code === 4404) this._emit({ type: "session.lost", code, reason });
       return this._finish(code);
     }
-    this._setState("reconnecting");
     const delay = code === DRAINING && this._attempt === 0 ? 0 : backoffMs(this._attempt);
+    this._setState("reconnecting", code, Math.round(delay));
     this._attempt++;
     this._retryTimer = setTimeout(() => this._open(), delay);
   }
@@ -302,10 +302,10 @@ export class ParleyClient {
     this._setState("closed", code);
   }
 
-  _setState(state, code) {
+  _setState(state, code, retryInMs) {
     if (state === this.state) return;
     this.state = state;
-    this._emit({ type: "state", state, code });
+    this._emit({ type: "state", state, code, ...(retryInMs === undefined ? {} : { retry_in_ms: retryInMs }) });
   }
 
   /** Writes a text message now, or after the next session.started when not connected. */
