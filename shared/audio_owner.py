@@ -2,6 +2,10 @@
 bridge: take chunks off `parley.audio.<sid>` into a bounded queue, skip replays of audio it
 already took (the edge replays after a re-claim), and keep the edge's lease alive until
 the session has been silent for a whole resume window.
+
+An owner that falls behind (a stalled engine, audio sent faster than real time) sheds the
+oldest audio in the middle of an utterance, never an utterance's last chunk, so every
+utterance still ends and gets its final; the speaker is warned once per utterance.
 """
 
 from __future__ import annotations
@@ -9,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
-from shared import metrics
+from shared import bus, metrics
 from shared.messages import AudioChunk, SttLease, decode, encode
 
 log = logging.getLogger("parley.audio")
@@ -26,11 +31,13 @@ def _keep_recent(table: dict) -> None:
 
 
 class AudioIntake:
-    def __init__(self, sid: str, what: str) -> None:
-        self.sid, self.what = sid, what  # `what`: who is behind, in a log line
-        self.queue: asyncio.Queue[AudioChunk] = asyncio.Queue(MAX_QUEUED_CHUNKS)
+    def __init__(self, runtime, sid: str, what: str) -> None:
+        self.runtime, self.sid, self.what = runtime, sid, what  # `what`: who is behind, in a log line
+        self.pending: deque[AudioChunk] = deque()
+        self.arrived = asyncio.Event()
         self.heard: dict[str, int] = {}  # utterance → highest chunk index taken
         self.ended_at: dict[str, float] = {}  # utterance → when its last chunk arrived
+        self.shed_from: dict[str, None] = {}  # utterances whose speaker was told audio was shed
         self.last_heard = time.monotonic()
 
     async def on_audio(self, msg) -> None:
@@ -47,10 +54,32 @@ class AudioIntake:
         if chunk.last:
             self.ended_at[chunk.utterance_id] = time.perf_counter()
             _keep_recent(self.ended_at)  # replays of finished utterances are never popped
-        try:
-            self.queue.put_nowait(chunk)
-        except asyncio.QueueFull:
-            log.warning("%s for %s is behind; dropping a chunk", self.what, self.sid)
+        self.pending.append(chunk)
+        self.arrived.set()
+        if len(self.pending) > MAX_QUEUED_CHUNKS:
+            await self._shed()
+
+    async def next_chunk(self) -> AudioChunk:
+        while not self.pending:
+            self.arrived.clear()
+            await self.arrived.wait()
+        return self.pending.popleft()
+
+    async def _shed(self) -> None:
+        """Drop the oldest chunk that does not end its utterance (only ends queued: the
+        oldest of those, a pathological flood of one-chunk utterances)."""
+        victim = next((c for c in self.pending if not c.last), self.pending[0])
+        self.pending.remove(victim)
+        metrics.AUDIO_SHED.labels(self.what).inc()
+        if victim.utterance_id in self.shed_from:
+            return
+        self.shed_from[victim.utterance_id] = None
+        _keep_recent(self.shed_from)
+        log.warning("%s for %s is behind; shedding audio of %s", self.what, self.sid, victim.utterance_id)
+        event = {"type": "warning", "code": "audio_dropped", "utterance_id": victim.utterance_id,
+                 "message": f"{self.what} fell behind: part of this utterance's audio was skipped"}
+        await bus.publish_event(self.runtime.js, self.runtime.subjects, self.sid, event,
+                                msg_id=f"{victim.utterance_id}:audio_dropped")
 
     def first_time(self, chunk: AudioChunk) -> bool:
         """False for a replay of audio already taken; records the chunk otherwise."""

@@ -8,6 +8,7 @@ SESSIONS = Gauge("parley_sessions_live", "Client sessions connected to this edge
 MESSAGES_IN = Counter("parley_client_messages_total", "Client messages received", ["type"])
 CLIENT_ERRORS = Counter("parley_client_errors_total", "Errors sent to clients", ["code"])
 EVENTS_OUT = Counter("parley_events_out_total", "Durable events sent to clients", ["type"])
+AUDIO_SHED = Counter("parley_audio_shed_total", "Audio chunks an owner that fell behind dropped", ["owner"])
 PARTIALS_SHED = Counter("parley_partials_shed_total", "Partial transcripts dropped for clients reading too slowly")
 WORK_DONE = Counter("parley_work_done_total", "Work items completed", ["kind"])
 WORK_FAILED = Counter("parley_work_failed_total", "Work items that failed (redelivered)", ["kind"])

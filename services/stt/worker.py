@@ -57,7 +57,7 @@ class OwnedSession:
         self.assistant = claim.assistant  # set: finals are questions for the assistant
         self.worker_id = worker_id
         self.recogniser: SttSession = engine.open(claim.language)
-        self.intake = AudioIntake(claim.sid, "stt")
+        self.intake = AudioIntake(runtime, claim.sid, "stt")
         self.lease = Lease(runtime, claim.sid, worker_id)
         self.subs: list = []
         self.tasks: list[asyncio.Task] = []
@@ -103,7 +103,7 @@ class OwnedSession:
 
     async def _recognise(self) -> None:
         while True:
-            chunk = await self.intake.queue.get()
+            chunk = await self.intake.next_chunk()
             try:
                 await self._process(chunk)
             except Exception:

@@ -14,8 +14,10 @@ import nats
 import websockets
 
 from shared import bus
+from shared.audio import tone
 from shared.subjects import Subjects
 from tests.support.client import ProtocolClient
+from tests.support.system import ParleySystem
 
 FINALS = 1000
 # 16 KB an event, incompressible (the edge speaks permessage-deflate): 32 MB in all, far
@@ -69,3 +71,27 @@ async def test_a_slow_reader_is_shed_then_closed_and_resumes_without_loss(bench_
     await again.close()
     await bystander.close()
     await nc.close()
+
+
+async def test_an_stt_owner_that_falls_behind_sheds_mid_utterance_audio_and_every_utterance_ends(
+        nats_server, tmp_path):
+    """Audio far faster than a (4 s per final) recogniser takes it: its queue overflows, the
+    oldest audio inside an utterance goes, never an utterance's end — every utterance gets
+    its final, and the speaker is warned once for the utterance that lost audio."""
+    system = ParleySystem(nats_server.url, None, "bench", tmp_path,
+                          env={"PARLEY_PREFIX": "flood", "PARLEY_BENCH_STT_DELAY_MS": "4000"})
+    system.start_all()
+    try:
+        client = await ProtocolClient.connect(system.ws_url())
+        await client.start(language="en", target_language="es")
+        silence = b"\x00\x00" * 8000
+        for seconds in (1, 25, 20):  # 1 + 50 + 40 chunks arrive while the first final takes 4 s
+            await client.stream(tone(220, seconds, 16000) + silence, realtime=False)
+        finals = [await client.wait_type("transcript.final", text=f"utterance {n}", timeout=30) for n in (1, 2, 3)]
+        warnings = client.of_type("warning")
+        assert [w["code"] for w in warnings] == ["audio_dropped"], warnings
+        assert warnings[0]["utterance_id"] == finals[1]["utterance_id"]  # the long one in the queue
+        await client.close()
+    finally:
+        codes = system.stop_all()
+    assert all(code == 0 for code in codes.values()), codes

@@ -88,7 +88,7 @@ class RealtimeSession:
         self.pending = PendingCalls()
         self.call_responses: dict[str, str] = {}  # call id → the response that made it
         self.sends: dict[str, int] = {}  # call id → how many times it was published
-        self.intake = AudioIntake(claim.sid, "realtime bridge")
+        self.intake = AudioIntake(runtime, claim.sid, "realtime bridge")
         self.lease = Lease(runtime, claim.sid, worker_id)
         self.utterance_bytes = 0
         self.awaiting_transcript: deque[str] = deque()  # committed utterances, oldest first
@@ -133,7 +133,7 @@ class RealtimeSession:
 
     async def _feed(self) -> None:
         while True:
-            chunk = await self.intake.queue.get()
+            chunk = await self.intake.next_chunk()
             try:
                 await self._take(chunk)
             except Exception:
