@@ -23,7 +23,7 @@ from services.edge.context import EdgeContext
 from services.edge.ratelimit_redis import open_limiter
 from services.edge.realtime_api import RealtimeTranslator
 from services.edge.realtime_socket import RealtimeSocket
-from services.edge.session import RENEW_S, Session, release_session
+from services.edge.session import CLOSE_DRAINING, RENEW_S, Session, release_session
 from shared import bus
 from shared.config import Settings
 from shared.process import wait_for_signal
@@ -129,8 +129,9 @@ async def main(settings: Settings) -> None:
                  settings.host, port, settings.host, port, STREAM_PATH)
         await wait_for_signal()
         log.info("edge draining: closing %d sessions", len(ctx.live))
-        await asyncio.gather(*(s.ws.close(4503, "edge draining; resume elsewhere") for s in list(ctx.live.values())))
-        server.close()
+        # One step: stop listening, refuse handshakes in progress (503), and close every
+        # open connection with 4503 — a session being started included, not only live ones.
+        server.close(code=CLOSE_DRAINING, reason="edge draining; resume elsewhere")
         try:
             await asyncio.wait_for(server.wait_closed(), DRAIN_TIMEOUT_S)
         except (asyncio.TimeoutError, TimeoutError):

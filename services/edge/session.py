@@ -49,6 +49,7 @@ log = logging.getLogger("parley.edge")
 
 CLOSE_NORMAL, CLOSE_PROTOCOL, CLOSE_NOT_FOUND, CLOSE_START_TIMEOUT = 1000, 4400, 4404, 4408
 CLOSE_FORBIDDEN = 4403
+CLOSE_DRAINING = 4503  # the edge is shutting down: resume on another
 RENEW_S = 5.0  # a live session renews its record and room membership (and sees Redis fail) this often
 
 

@@ -36,11 +36,13 @@ async def lose_edge_and_resume(system, how: int) -> None:
     bus = await Bus.connect(system.nats_url, system.env["PARLEY_PREFIX"])
     try:
         first, started = await start_translate(system)
+        arriving = await ProtocolClient.connect(system.ws_url())  # in its start window: no session yet
         await speak(first)
         await first.wait_type("transcript.final")  # translation and speech are still to come
         system.processes["edge"].send_signal(how)
         if how == signal.SIGTERM:
             assert (await first.closed)[0] == 4503  # told to resume elsewhere
+            assert (await arriving.closed)[0] == 4503  # told to start elsewhere
         code = system.processes.pop("edge").wait()
         assert how == signal.SIGKILL or code == 0, f"the draining edge exited {code}"
         last_seq = max_seq(first)
