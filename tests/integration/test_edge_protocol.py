@@ -149,8 +149,12 @@ async def test_assistant_mode_for_a_language_nobody_speaks_is_refused(bench_parl
     assert "'xx'" in reply["message"]
 
 
+TOOL = {"name": "utterance_probe", "description": "A tool the fuzzed session must never reach",
+        "parameters": {"type": "object", "properties": {}}}
+OTHER_SESSION = "@other-session"  # replaced by a bystander's session id when sent
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20)
+    | st.just(OTHER_SESSION),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=10,
 )
@@ -166,10 +170,14 @@ frames = st.one_of(
 )
 
 
-async def test_random_frames_never_break_a_session(bench_parley):
-    """Hypothesis throws random frames at one live session; it must answer each bad one with a
-    non-fatal error, keep the connection, and still work afterwards."""
+async def test_random_frames_never_break_a_session_nor_reach_another(bench_parley):
+    """Hypothesis throws random frames at one live session, some naming a bystander session;
+    it must answer each bad one with a non-fatal error, keep the connection, and still work
+    afterwards — and the bystander hears nothing of it."""
+    bystander = await started_client(bench_parley, mode="assistant", target_language=None, tools=[TOOL])
+    other_sid = bystander.of_type("session.started")[0]["session_id"]
     client = await started_client(bench_parley)
+    sid = client.of_type("session.started")[0]["session_id"]
     sent = []
 
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -181,12 +189,17 @@ async def test_random_frames_never_break_a_session(bench_parley):
     for frame in sent:
         if frame == json.dumps({"type": "session.end"}):
             continue
-        await client.ws.send(frame)
+        await client.ws.send(frame.replace(OTHER_SESSION, other_sid) if isinstance(frame, str) else frame)
     await client.send({"type": "ping", "id": "after-fuzz"})
     await client.wait_type("pong", id="after-fuzz", timeout=30)
     assert not any(e.get("fatal") for e in client.of_type("error"))
     assert not client.closed.done()
+    await bystander.send({"type": "ping", "id": "still-mine"})
+    await bystander.wait_type("pong", id="still-mine")
+    assert bystander.types() == ["session.started", "pong"], bystander.events
+    assert sid not in json.dumps(bystander.events)
     await client.close()
+    await bystander.close()
     bench_parley.check_alive()
 
 

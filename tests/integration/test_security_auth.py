@@ -112,6 +112,27 @@ async def test_a_tool_result_for_another_sessions_call_never_reaches_it(secure_p
     await bob.close()
 
 
+async def test_a_client_cannot_register_a_tool_on_another_session(secure_parley):
+    """tool.register names no session (a `session_id` in it is an unknown field, ignored):
+    Bob's registration lands on Bob's session, and Alice's turn never calls his tool."""
+    alice = await started(secure_parley, "alice", mode="assistant", target_language=None)
+    bob = await started(secure_parley, "bob", mode="assistant", target_language=None)
+    await bob.send({"type": "tool.register", **PROBE_TOOL, "session_id": alice.events[0]["session_id"]})
+    await bob.send({"type": "ping", "id": "registered"})
+    await bob.wait_type("pong", id="registered")
+    await alice.stream(UTTERANCE, realtime=False)
+    assert (await alice.wait_type("response.done"))["status"] == "completed"
+    assert not alice.of_type("tool.call")
+    await bob.stream(UTTERANCE, realtime=False)
+    call = await bob.wait_type("tool.call")  # his own session has it
+    assert call["name"] == PROBE_TOOL["name"]
+    await bob.send({"type": "tool.result", "call_id": call["call_id"], "output": {"owner": "bob"}})
+    assert "owner bob" in (await bob.wait_type("response.done"))["text"]
+    assert not alice.of_type("tool.call")
+    await alice.close()
+    await bob.close()
+
+
 async def test_a_room_belongs_to_its_principal(secure_parley):
     """Bob naming Alice's room joins a room of his own: he never hears her, she never hears
     him, while another of Alice's sessions in that room does."""
