@@ -1,5 +1,6 @@
 """Session lifecycle on a real edge: idle timeout, maximum duration, and what is released
-when a session ends (Redis keys, the STT owner's stream, the assistant's conversation)."""
+when a session ends, on every path (Redis keys, the STT owner's stream, the assistant's
+conversation)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ PREFIX = "life"
 def short_lived(nats_server, redis_server, tmp_path_factory):
     system = ParleySystem(nats_server.url, redis_server.url, "bench", tmp_path_factory.mktemp("life-logs"), env={
         "PARLEY_PREFIX": PREFIX, "PARLEY_IDLE_TIMEOUT_S": "1.5", "PARLEY_MAX_SESSION_S": "4",
+        "PARLEY_RESUME_WINDOW_S": "3",
     })
     system.start_all()
     yield system
@@ -66,7 +68,24 @@ async def test_a_session_ends_at_its_maximum_duration_and_cannot_be_resumed(shor
     assert error["code"] in ("session_not_found", "session_expired") and error["fatal"]
 
 
-async def test_session_end_releases_state_stream_and_conversation(short_lived, redis_server):
+async def end(client: ProtocolClient, how: str) -> None:
+    if how == "session.end":
+        await client.send({"type": "session.end"})
+        assert (await client.wait_type("session.ended"))["reason"] == "client_ended"
+    elif how == "idle":
+        assert (await client.wait_type("session.ended", timeout=10))["reason"] == "idle_timeout"
+    elif how == "maximum duration":
+        while not client.of_type("session.ended"):
+            await client.send({"type": "ping"})
+            await asyncio.sleep(0.3)
+        assert client.of_type("session.ended")[0]["reason"] == "max_duration"
+    else:  # the connection is lost and nobody resumes within the window (3 s here)
+        client.drop()
+        await asyncio.sleep(3.5)
+
+
+@pytest.mark.parametrize("how", ["session.end", "idle", "maximum duration", "resume window lapses"])
+async def test_every_way_a_session_ends_releases_state_stream_and_conversation(short_lived, redis_server, how):
     client = await ProtocolClient.connect(short_lived.ws_url())
     started = await client.start(mode="assistant", language="en")
     sid = started["session_id"]
@@ -81,8 +100,7 @@ async def test_session_end_releases_state_stream_and_conversation(short_lived, r
         leases.append(time.monotonic())
 
     await nc.subscribe(Subjects(PREFIX).stt_lease(sid), cb=on_lease)
-    await client.send({"type": "session.end"})
-    await client.wait_type("session.ended")
+    await end(client, how)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and (await r.exists(f"{PREFIX}:conv:{sid}") or await r.exists(f"{PREFIX}:session:{sid}")):
         await asyncio.sleep(0.1)
