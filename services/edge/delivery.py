@@ -12,6 +12,7 @@ still in the out-stream for the resume window, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -21,13 +22,14 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from websockets.exceptions import ConnectionClosed
 
 from services.edge.context import EdgeContext
-from shared import bus, metrics
+from shared import bus, metrics, telemetry
 from shared.messages import ClientEvent, decode
 
 log = logging.getLogger("parley.edge")
 
 MAX_OUTBOX_EVENTS = 512
 SHEDDABLE = frozenset({"transcript.partial"})
+UNTRACED = frozenset({"transcript.partial", "audio.delta"})
 WARN_EVERY_S = 5.0
 CLOSE_TRY_AGAIN = 1013
 
@@ -119,13 +121,15 @@ class Delivery:
         if seq <= self._queued_seq:
             return
         self._queued_seq = seq
+        metrics.BUS_MESSAGES.labels("out", "in").inc()
         try:
             message = decode(msg.data)
         except ValueError:
             log.error("undecodable event in out-stream for %s", self.sid)
             message = None
         event = message.event if isinstance(message, ClientEvent) and self._keep(message.event) else None
-        shed = self.outbox.push(seq, event)
+        with self._delivery_span(msg, event):
+            shed = self.outbox.push(seq, event)
         self._ready.set()
         if shed:
             await self._warn_shed(shed)
@@ -134,6 +138,15 @@ class Delivery:
             metrics.CLIENT_ERRORS.labels("slow_client").inc()
             # Not awaited: a slow client may take its time over the closing handshake.
             self._closing = asyncio.create_task(self._close(CLOSE_TRY_AGAIN, "client too slow: resume from your last seq"))
+
+    def _delivery_span(self, msg, event: dict | None):
+        """The trace's last hop: a result reached the edge, on its way to the client (not
+        every audio chunk or partial: those would be most of the spans and say little)."""
+        kind = event.get("type") if event else None
+        if kind is None or kind in UNTRACED or not telemetry.tracing_enabled():
+            return contextlib.nullcontext()
+        return telemetry.span("edge.deliver", (msg.headers or {}).get(bus.TRACEPARENT), sid=self.sid,
+                              utterance_id=event.get("utterance_id"), **{"parley.event": kind})
 
     async def _warn_shed(self, count: int) -> None:
         metrics.PARTIALS_SHED.inc(count)

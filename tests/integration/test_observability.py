@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import urllib.request
 
 import nats
 import pytest
@@ -12,15 +11,12 @@ from shared.audio import tone
 from shared.subjects import WORKER_KINDS
 from tests.integration.test_services import collect
 from tests.support.client import ProtocolClient
+from tests.support.metrics import scrape
 from tests.support.system import ParleySystem
 
 UTTERANCE = tone(220, 1.0, 16000) + b"\x00\x00" * 8000
-
-
-def scrape(url: str) -> dict[str, float]:
-    with urllib.request.urlopen(url, timeout=5) as reply:
-        lines = reply.read().decode().splitlines()
-    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in lines if line and line[0] != "#"}
+PROBE_TOOL = {"name": "utterance_probe", "description": "Answers the utterance",
+              "parameters": {"type": "object", "properties": {}}}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +34,10 @@ async def test_every_process_counts_and_times_what_it_did(observed):
     await translating.stream(UTTERANCE, realtime=False)
     await translating.wait_type("audio.done")
     assisted = await ProtocolClient.connect(observed.ws_url())
-    await assisted.start(mode="assistant", language="en")
+    await assisted.start(mode="assistant", language="en", tools=[PROBE_TOOL])
     await assisted.stream(UTTERANCE, realtime=False)
+    call = await assisted.wait_type("tool.call")  # the keyword engine calls a tool it hears named
+    await assisted.send({"type": "tool.result", "call_id": call["call_id"], "output": {"ok": True}})
     await assisted.wait_type("response.done")
     await assisted.send({"type": "bogus"})
     await assisted.wait_type("error")
@@ -51,6 +49,7 @@ async def test_every_process_counts_and_times_what_it_did(observed):
     assert edge['parley_client_messages_total{type="AudioAppend"}'] >= 1
     assert edge['parley_client_errors_total{code="invalid_message"}'] >= 1
     assert edge['parley_bus_messages_total{direction="out",family="audio"}'] >= 2
+    assert edge['parley_bus_messages_total{direction="in",family="out"}'] >= edge['parley_events_out_total{type="translation"}']
 
     nc = await nats.connect(observed.nats_url)
     workers = {}
@@ -72,7 +71,7 @@ async def test_every_process_counts_and_times_what_it_did(observed):
     assert workers["translate"]['parley_bus_messages_total{direction="in",family="work.translate"}'] >= 1
     assert 'parley_work_pending{kind="translate"}' in workers["translate"]
     assert stage("tts", "translation_to_first_audio") >= 1 and stage("tts", "tts_first_audio") >= 2
-    assert stage("tools", "assistant_turn") >= 1
+    assert stage("tools", "assistant_turn") >= 1 and stage("tools", "tool_round_trip") >= 1
     assert workers["tools"]['parley_work_done_total{kind="tools"}'] >= 1
     for kind in ("translate", "tts", "tools"):
         assert f'parley_work_pending{{kind="{kind}"}}' in workers[kind]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import urllib.request
 
 import nats
 import pytest
@@ -16,6 +15,7 @@ from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.unrealspeech_server import FakeUnrealSpeech
 from tests.integration.test_services import collect
 from tests.support.client import ProtocolClient
+from tests.support.metrics import scrape
 from tests.support.system import ParleySystem
 
 UTTERANCE = tone(220, 1.0, 16000) + b"\x00\x00" * 8000  # 1 s of "speech", 500 ms of silence
@@ -58,14 +58,17 @@ def paths(server, path: str) -> int:
     return sum(1 for r in server.requests if r.path.endswith(path))
 
 
-async def breaker_states(system, kind: str) -> dict[str, float]:
+async def worker_metrics(system, kind: str) -> dict[str, float]:
+    """A worker's /metrics, found as an operator would: through its $SRV.INFO."""
     nc = await nats.connect(system.nats_url)
     [info] = await collect(nc, f"$SRV.INFO.{system.prefix}-{kind}")
     await nc.close()
-    with urllib.request.urlopen(info["metadata"]["metrics_url"], timeout=5) as reply:
-        lines = reply.read().decode().splitlines()
-    return {line.split('provider="')[1].split('"')[0]: float(line.split()[-1])
-            for line in lines if line.startswith("parley_breaker_state{")}
+    return scrape(info["metadata"]["metrics_url"])
+
+
+async def breaker_states(system, kind: str) -> dict[str, float]:
+    return {name.split('provider="')[1].split('"')[0]: value
+            for name, value in (await worker_metrics(system, kind)).items() if name.startswith("parley_breaker_state{")}
 
 
 async def test_budget_chain_serves_and_meters(cloud, vendors):
@@ -82,6 +85,13 @@ async def test_budget_chain_serves_and_meters(cloud, vendors):
     assert all(u["cost_usd"] >= 0 for u in client.of_type("usage"))
     assert any(u["cost_usd"] > 0 for u in client.of_type("usage") if u["capability"] == "translate")
     assert not client.of_type("warning")
+    translate, tts = await worker_metrics(cloud, "translate"), await worker_metrics(cloud, "tts")
+    assert translate['parley_cost_usd_total{capability="translate",provider="openai"}'] > 0
+    assert translate['parley_provider_calls_total{capability="translate",outcome="ok",provider="openai:gpt-4.1-nano"}'] == 1
+    assert translate['parley_provider_seconds_count{capability="translate",provider="openai:gpt-4.1-nano"}'] == 1
+    assert translate['parley_translation_cache_total{result="miss"}'] == 1
+    assert tts['parley_provider_calls_total{capability="tts",outcome="ok",provider="unrealspeech"}'] >= 1
+    assert tts['parley_breaker_state{capability="tts",provider="unrealspeech"}'] == 0  # closed
     await client.close()
 
 
@@ -97,6 +107,10 @@ async def test_budget_tts_fails_openai_serves_then_traffic_returns(cloud, vendor
     assert warning["capability"] == "tts" and "unrealspeech" in warning["message"]
     assert paths(openai, "/audio/speech") >= 3
     assert (await breaker_states(cloud, "tts"))["unrealspeech"] == 2  # open
+    tts = await worker_metrics(cloud, "tts")
+    assert tts['parley_fallback_total{capability="tts",provider="openai:gpt-4o-mini-tts"}'] >= 3
+    assert tts['parley_provider_calls_total{capability="tts",outcome="ok",provider="openai:gpt-4o-mini-tts"}'] >= 3
+    assert tts['parley_provider_calls_total{capability="tts",outcome="provider_unavailable",provider="unrealspeech"}'] >= 3
     unreal.knobs.reset()
     await asyncio.sleep(2.0)  # rest period, then a probe takes the provider back
     before = paths(unreal, "/stream")

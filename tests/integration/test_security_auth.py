@@ -10,6 +10,7 @@ from websockets.exceptions import InvalidStatus
 
 from services.edge.auth import hash_api_key
 from shared.audio import tone
+from tests.support.metrics import scrape
 from tests.support.secure import (
     FOREIGN_RSA_KEY,
     HS_SECRET,
@@ -43,10 +44,12 @@ USED_SECRETS: list[str] = []
 @pytest.mark.parametrize("name", list(BAD_TOKENS))
 async def test_bad_credentials_get_401_at_the_handshake(secure_parley, name, path):
     token = BAD_TOKENS[name]()
+    before = scrape(secure_parley.url() + "/metrics")["parley_auth_refused_total"]
     for query in (False, True):
         with pytest.raises(InvalidStatus) as refused:
             await connect(secure_parley, token, query=query, path=path)
         assert refused.value.response.status_code == 401
+    assert scrape(secure_parley.url() + "/metrics")["parley_auth_refused_total"] == before + 2
     if token:
         USED_SECRETS.append(token)
 

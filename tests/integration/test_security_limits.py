@@ -9,6 +9,7 @@ import asyncio
 import pytest
 
 from tests.support.client import ProtocolClient
+from tests.support.metrics import scrape
 from tests.support.secure import api_key, connect, secure_env, started, write_config
 from tests.support.servers import start_redis
 from tests.support.system import ParleySystem
@@ -50,11 +51,17 @@ async def recovers(client: ProtocolClient, tag: str) -> None:
     raise AssertionError("no pong after the flood")
 
 
+def refusals(system, limit: str) -> float:
+    """The edge's count of requests a limit refused."""
+    return scrape(system.url() + "/metrics").get(f'parley_rate_limited_total{{limit="{limit}"}}', 0.0)
+
+
 def rate_limited(client: ProtocolClient) -> list[dict]:
     return [e for e in client.of_type("error") if e["code"] == "rate_limited"]
 
 
 async def flood_messages(system) -> None:
+    before = refusals(system, "messages_per_second")
     flooder, bob = await started(system, "flooder"), await started(system, "bob")
     await asyncio.gather(pings(flooder, 300), pings(bob, 20, every_s=0.02, tag="b"))
     await bob.wait_type("pong", id="b19")
@@ -63,6 +70,7 @@ async def flood_messages(system) -> None:
     assert len(flooder.of_type("pong")) < 300
     assert not any(e["fatal"] for e in rate_limited(flooder))
     await recovers(flooder, "after")
+    assert refusals(system, "messages_per_second") > before
     await flooder.close()
     await bob.close()
 
@@ -82,6 +90,7 @@ async def test_audio_seconds_per_minute(secure_parley):
     error = rate_limited(talker)[0]
     assert "audio seconds per minute" in error["message"] and not error["fatal"]
     assert not rate_limited(bob)
+    assert refusals(secure_parley, "audio_seconds_per_minute") >= 1
     await talker.close()
     await bob.close()
 
@@ -93,6 +102,7 @@ async def test_new_connections_per_minute(secure_parley):
     error = await refused.wait_type("error")
     assert error["code"] == "rate_limited" and error["fatal"] and "connections" in error["message"]
     assert (await refused.closed)[0] == 4429
+    assert refusals(secure_parley, "connections_per_minute") >= 1
     (await started(secure_parley, "bob")).drop()  # another principal connects as usual
 
 
@@ -146,6 +156,7 @@ async def test_global_concurrent_sessions(edge_b):
     reply = await refused.start(language="en", target_language="es")
     assert reply["code"] == "rate_limited" and "this service" in reply["message"]
     assert (await refused.closed)[0] == 4429
+    assert refusals(system, "global_max_sessions") >= 1
     for client in held:
         await client.send({"type": "session.end"})
         await client.wait_type("session.ended")
@@ -172,3 +183,5 @@ async def test_limits_hold_from_memory_when_redis_stops(edge_b):
     assert (await refused.closed)[0] == 4429
     log = (system.log_dir / "edge.log").read_text()
     assert "rate limits are kept in this edge's memory" in log
+    assert refusals(system, "max_sessions") >= 1
+    assert scrape(system.url() + "/metrics")["parley_ratelimit_memory_total"] >= 1

@@ -1,5 +1,6 @@
 """Traces across the NATS hops: with an OTLP endpoint set, one utterance is one trace whose
-spans (stt → translate → tts) come from three processes and chain parent to child."""
+spans (stt → translate → tts, and the edge receiving each result) come from four processes
+and chain parent to child."""
 
 from __future__ import annotations
 
@@ -70,3 +71,9 @@ async def test_one_utterance_is_one_trace_across_processes(nats_server, tmp_path
     assert tr.parent_span_id == stt.span_id and tts.parent_span_id == tr.span_id
     session = {a.key: a.value.string_value for a in tts.attributes}
     assert session["parley.utterance_id"].endswith("-1")
+    delivered = {next(a.value.string_value for a in span.attributes if a.key == "parley.event"): span
+                 for service, span in collector.spans if span.name == "edge.deliver" and service == "parley-edge"}
+    assert {"transcript.final", "translation", "audio.done"} <= set(delivered), sorted(delivered)
+    assert all(delivered[kind].trace_id == stt.trace_id for kind in ("transcript.final", "translation", "audio.done"))
+    assert delivered["translation"].parent_span_id == tr.span_id  # published inside the translate span
+    assert delivered["audio.done"].parent_span_id == tts.span_id
