@@ -37,6 +37,9 @@ class BenchDelays:
         )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
 @dataclass(frozen=True)
 class Settings:
     nats_url: str = "nats://127.0.0.1:4222"
@@ -83,6 +86,8 @@ class Settings:
             raise ValueError("stream_replicas must be between 1 and 5")
         if min(self.resume_window_s, self.start_timeout_s, self.idle_timeout_s, self.max_session_s) <= 0:
             raise ValueError("timeouts must be positive")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
 
     @classmethod
     def from_env(cls, **overrides) -> "Settings":

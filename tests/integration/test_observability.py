@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 
+import json
+import time
+
 import nats
 import pytest
 
@@ -80,7 +83,6 @@ async def test_every_process_counts_and_times_what_it_did(observed):
 
 
 def test_log_lines_are_json_name_their_session_and_carry_no_audio(observed):
-    import json
     import re
 
     lines = [json.loads(line) for log in observed.log_dir.glob("*.log") for line in log.read_text().splitlines()
@@ -90,3 +92,27 @@ def test_log_lines_are_json_name_their_session_and_carry_no_audio(observed):
     assert len(opened) >= 2 and all(len(line["sid"]) == 32 for line in opened)
     base64_run = re.compile(r"[A-Za-z0-9+/]{200,}")
     assert not [line for line in lines if base64_run.search(json.dumps(line))]
+
+
+def test_log_level_by_environment_or_flag_and_a_bad_one_refused(nats_server, tmp_path):
+    system = ParleySystem(nats_server.url, None, "bench", tmp_path, env={"PARLEY_PREFIX": "loglevel"})
+    system.start_worker("translate", "by-default")
+    system.start_worker("translate", "by-env", env={"PARLEY_LOG_LEVEL": "warning"})
+    system._spawn("by-flag", "worker", "translate", "--log-level", "ERROR", env={"PARLEY_LOG_LEVEL": "DEBUG"})
+    bad = system._spawn("bad", "worker", "translate", "--log-level", "LOUD")
+    assert bad.wait(timeout=30) == 2
+    assert "log level must be one of" in (tmp_path / "bad.log").read_text()
+    ready = tmp_path / "by-default.log"
+    deadline = time.monotonic() + 30
+    while "worker ready" not in ready.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)  # the others started with it
+    assert system.stop_all() == {"by-default": 0, "by-env": 0, "by-flag": 0, "bad": 2}
+
+    def levels(name: str) -> set[str]:
+        return {json.loads(line)["level"] for line in (tmp_path / f"{name}.log").read_text().splitlines()
+                if line.startswith("{")}
+
+    assert "info" in levels("by-default")
+    assert levels("by-env") <= {"warning", "error", "critical"}
+    assert levels("by-flag") <= {"error", "critical"}  # the flag wins over the environment
