@@ -60,16 +60,13 @@ from bench.soak_report import (account, print_report, recoveries, session_summar
                                totals_of)
 from bench.system import start_bus
 from shared.subjects import WORKER_KINDS
-from tests.chaos.support import UTTERANCE, Bus, chaos_system
+from tests.chaos.support import NOTE_TOOL, UTTERANCE, Bus, chaos_system
 from tests.support.servers import start_redis
 
 FRAME_BYTES = 640  # 20 ms of 16 kHz PCM16
 FRAMES = tuple(UTTERANCE[i:i + FRAME_BYTES] for i in range(0, len(UTTERANCE), FRAME_BYTES))
 EDGES = ("edge-a", "edge-b")
 FAULTS = ("stt", "translate", "tts", "tools", "edge", "nats", "redis")
-TOOL = {"name": "note_utterance", "description": "Note an utterance", "timeout_ms": 20000,
-        "parameters": {"type": "object", "properties": {"number": {"type": "integer"}},
-                       "required": ["number"]}}
 
 
 # -- one session ---------------------------------------------------------------------------
@@ -135,7 +132,7 @@ class Soaker:
                                       "resume_token": self.token, "last_seq": self.max_seq}))
         else:
             start = ({"mode": "translate", "language": "en", "target_language": "es"} if self.mode == "translate"
-                     else {"mode": "assistant", "language": "en", "tools": [TOOL]})
+                     else {"mode": "assistant", "language": "en", "tools": [NOTE_TOOL]})
             await ws.send(json.dumps({"type": "session.start", **start}))
         async with asyncio.timeout(10):
             while True:

@@ -82,6 +82,13 @@ async def wait_done(client: ProtocolClient, utterance_id: str, kind: str = "audi
     return await client.wait_type(kind, timeout=WAIT_S, utterance_id=utterance_id)
 
 
+NOTE_TOOL = {  # the local keyword engine calls it for "utterance <n>", with number = n
+    "name": "note_utterance", "description": "Note an utterance",
+    "parameters": {"type": "object", "properties": {"number": {"type": "integer"}}, "required": ["number"]},
+    "timeout_ms": 20000,
+}
+
+
 class Bus:
     """A test's own NATS connection, to watch the work queue and the out-stream."""
 

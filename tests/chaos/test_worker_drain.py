@@ -8,8 +8,10 @@ from __future__ import annotations
 import signal
 
 from tests.chaos.support import (
+    NOTE_TOOL,
     Bus,
     assert_clean_exit,
+    assert_replies,
     assert_utterances,
     eventually,
     speak,
@@ -19,6 +21,7 @@ from tests.chaos.support import (
     utterance,
     wait_done,
 )
+from tests.support.client import ProtocolClient
 
 
 async def _instances(bus: Bus, kind: str, n: int) -> bool:
@@ -76,6 +79,34 @@ async def test_stt_worker_draining_mid_utterance_hands_the_session_over(nats_ser
     bus = await Bus.connect(system.nats_url, system.env["PARLEY_PREFIX"])
     try:
         await drain_mid_work(system, bus, "stt")
+    finally:
+        await bus.close()
+    assert_clean_exit(system.stop_all())
+
+
+async def test_tools_worker_draining_while_the_client_runs_its_tool_hands_the_turn_back(nats_server, make_system):
+    """The turn waits on the client past the drain deadline: the draining worker hands it
+    back, another instance asks the model again (the same call, which the client sees once),
+    and the client's answer completes the reply once."""
+    system = make_system(nats_server.url, PARLEY_DRAIN_TIMEOUT_S="1")
+    start(system)
+    bus = await Bus.connect(system.nats_url, system.env["PARLEY_PREFIX"])
+    try:
+        client = await ProtocolClient.connect(system.ws_url())
+        started = await client.start(mode="assistant", language="en", tools=[NOTE_TOOL])
+        await speak(client)
+        call = await client.wait_type("tool.call", timeout=30)
+        system.start_worker("tools", "tools-2")
+        await eventually(lambda: _instances(bus, "tools", 2), "a second tools instance")
+        draining = system.processes.pop("tools")
+        draining.send_signal(signal.SIGTERM)
+        assert draining.wait(30) == 0  # it handed the turn back and left
+        await client.send({"type": "tool.result", "call_id": call["call_id"], "output": {"noted": True}})
+        done = await client.wait_type("response.done", timeout=45)
+        assert done["status"] == "completed" and "noted" in done["text"], done
+        await bus.settle(started["session_id"], client)
+        assert_replies(transcript(client), [done["response_id"]])
+        await client.close()
     finally:
         await bus.close()
     assert_clean_exit(system.stop_all())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.chaos.support import (
+    NOTE_TOOL,
     Bus,
     assert_clean_exit,
     assert_replies,
@@ -82,11 +83,6 @@ async def test_stt_owner_killed_before_its_final_another_replays_the_utterance(n
     assert_clean_exit(system.stop_all())
 
 
-NOTE_TOOL = {  # the local keyword engine calls it for "utterance <n>", with number = n
-    "name": "note_utterance", "description": "Note an utterance",
-    "parameters": {"type": "object", "properties": {"number": {"type": "integer"}}, "required": ["number"]},
-    "timeout_ms": 20000,
-}
 ASSISTANT_KINDS = ("tool.call", "response.done")
 
 
@@ -114,6 +110,33 @@ async def test_tools_worker_killed_while_the_client_runs_its_tool(nats_server, m
         await bus.settle(started["session_id"], client)
         assert_replies(transcript(client), [first["response_id"], second["response_id"]])
         assert not client.of_type("error"), client.of_type("error")
+        await client.close()
+    finally:
+        await bus.close()
+    assert_clean_exit(system.stop_all())
+
+
+async def test_tts_worker_killed_while_it_speaks_an_assistant_reply(nats_server, make_system):
+    """The turn's request to the dead worker times out (provider timeout + margin) and
+    another instance speaks the sentence: the reply is completed and its speech arrives
+    exactly once (message ids drop what the dead worker had already published)."""
+    system = make_system(nats_server.url)
+    start(system, tts={"PARLEY_BENCH_TTS_DELAY_MS": SLOW})
+    bus = await Bus.connect(system.nats_url, system.env["PARLEY_PREFIX"])
+    try:
+        client = await ProtocolClient.connect(system.ws_url())
+        started = await client.start(mode="assistant", language="en", tools=[NOTE_TOOL])
+        assert started["type"] == "session.started", started
+        await speak(client)
+        call = await client.wait_type("tool.call", timeout=30)
+        await client.send({"type": "tool.result", "call_id": call["call_id"], "output": {"noted": True}})
+        await client.wait_type("response.text", timeout=30)  # the sentence goes to the slow TTS worker
+        await replace_worker(system, bus, "tts")  # before it has spoken it
+        done = await client.wait_type("response.done", timeout=60)
+        assert done["status"] == "completed", done
+        await bus.settle(started["session_id"], client)
+        assert_replies(transcript(client), [done["response_id"]])
+        assert "speaking sentence 0" in (system.log_dir / "tools.log").read_text()  # the kill hit mid-sentence
         await client.close()
     finally:
         await bus.close()
