@@ -316,7 +316,10 @@ class Session:
                 else:
                     command = wire.parse_text(frame, self.ctx.limits, sample_rate=self.record.input_sample_rate)
             except wire.ProtocolError as exc:
-                await self.send_error(exc.code, exc.message)
+                # A bad frame counts against messages per second too: a flood of them is
+                # held to the limit like any other, and each answered only while under it.
+                if await self.quota.admit(exc, self.record.input_sample_rate, self.send_error):
+                    await self.send_error(exc.code, exc.message)
                 continue
             metrics.MESSAGES_IN.labels(type(command).__name__).inc()
             if not await self.quota.admit(command, self.record.input_sample_rate, self.send_error):

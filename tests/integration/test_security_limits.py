@@ -79,6 +79,19 @@ async def test_messages_per_second(secure_parley):
     await flood_messages(secure_parley)
 
 
+async def test_a_flood_of_bad_frames_is_held_to_messages_per_second(secure_parley):
+    flooder, bob = await started(secure_parley, "flooder"), await started(secure_parley, "bob")
+    for _ in range(300):
+        await flooder.ws.send("{not json")
+    await pings(bob, 20, every_s=0.02, tag="b")
+    await bob.wait_type("pong", id="b19")
+    await recovers(flooder, "after")
+    invalid = [e for e in flooder.of_type("error") if e["code"] == "invalid_message"]
+    assert 0 < len(invalid) < 300 and rate_limited(flooder) and not rate_limited(bob)
+    await flooder.close()
+    await bob.close()
+
+
 async def test_audio_seconds_per_minute(secure_parley):
     talker, bob = await started(secure_parley, "talker"), await started(secure_parley, "bob")
     for _ in range(60):  # 6 s of audio against 3 s a minute; bob sends as much
