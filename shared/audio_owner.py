@@ -1,6 +1,7 @@
 """What every owner of a session's audio does alike — the STT worker and the Realtime
 bridge: take chunks off `parley.audio.<sid>` into a bounded queue, skip replays of audio it
-already took (the edge replays after a re-claim), and keep the edge's lease alive until
+already took (the edge replays after a re-claim, or when an utterance it ended is not
+finished in time), and keep the edge's lease alive until
 the session has been silent for a whole resume window.
 
 An owner that falls behind (a stalled engine, audio sent faster than real time) sheds the
@@ -51,6 +52,8 @@ class AudioIntake:
             return
         self.last_heard = time.monotonic()
         metrics.BUS_MESSAGES.labels("audio", "in").inc()
+        if not self._first_time(chunk):
+            return  # a replay of audio already taken (the edge re-claimed, or sent it again)
         if chunk.last:
             self.ended_at[chunk.utterance_id] = time.perf_counter()
             _keep_recent(self.ended_at)  # replays of finished utterances are never popped
@@ -81,7 +84,7 @@ class AudioIntake:
         await bus.publish_event(self.runtime.js, self.runtime.subjects, self.sid, event,
                                 msg_id=f"{victim.utterance_id}:audio_dropped")
 
-    def first_time(self, chunk: AudioChunk) -> bool:
+    def _first_time(self, chunk: AudioChunk) -> bool:
         """False for a replay of audio already taken; records the chunk otherwise."""
         if chunk.index <= self.heard.get(chunk.utterance_id, -1):
             return False

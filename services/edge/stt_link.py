@@ -3,6 +3,9 @@
 The edge keeps every chunk it sent until the owner's lease says that utterance is
 finished. When the lease lapses (the owner died, or NATS lost it), the edge claims the
 session again — some other worker answers — and replays what it kept, so no speech is lost.
+Audio goes over core NATS, which drops what a subscriber misses while it reconnects: when
+an utterance the edge ended is not finished a lease period later although the owner is
+alive, the edge sends the kept audio again (the owner skips what it already has).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class SttLink:
         self.clock = clock
         self.last_lease = clock()
         self.owner: str | None = None
+        self.replay_at: float | None = None  # an ended utterance unfinished by then: send again
         self._sub = None
         self._watchdog: asyncio.Task | None = None
 
@@ -82,6 +86,8 @@ class SttLink:
         positions = [i for i, c in enumerate(self.unconfirmed) if c.utterance_id == utterance_id]
         for _ in range(positions[-1] + 1 if positions else 0):
             self.unconfirmed.popleft()
+        if not any(c.last for c in self.unconfirmed):
+            self.replay_at = None
 
     async def claim(self) -> bool:
         r = self.record
@@ -111,9 +117,16 @@ class SttLink:
             if self.clock() - self.last_lease > lease_s:
                 log.warning("stt lease of %s lapsed (owner %s); claiming again", self.record.sid, self.owner)
                 await self.claim()
+            elif self.replay_at is not None and self.clock() >= self.replay_at:
+                log.info("an utterance of %s is not finished; sending its audio again", self.record.sid)
+                self.replay_at = self.clock() + lease_s
+                for chunk in list(self.unconfirmed):
+                    await self._publish(chunk)
 
     async def send(self, chunk: AudioChunk) -> None:
         self.unconfirmed.append(chunk)
+        if chunk.last and self.replay_at is None:
+            self.replay_at = self.clock() + self.ctx.settings.stt_lease_s
         await self._publish(chunk)
 
     async def _publish(self, chunk: AudioChunk) -> None:

@@ -110,8 +110,6 @@ class OwnedSession:
                 log.exception("recognition failed for %s", chunk.utterance_id)
 
     async def _process(self, chunk: AudioChunk) -> None:
-        if not self.intake.first_time(chunk):
-            return  # a replay of audio this owner already heard
         started = time.perf_counter()
         pcm = resample(chunk.pcm, chunk.sample_rate, self.engine.sample_rate)
         with metering() as meter:

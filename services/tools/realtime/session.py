@@ -140,8 +140,6 @@ class RealtimeSession:
                 log.exception("audio of %s could not be sent upstream", chunk.utterance_id)
 
     async def _take(self, chunk: AudioChunk) -> None:
-        if not self.intake.first_time(chunk):
-            return  # a replay of audio already sent upstream (the edge re-claimed)
         pcm = resample(chunk.pcm, chunk.sample_rate, ev.RATE_HZ)
         if pcm:
             await self.upstream.append_audio(pcm)
