@@ -70,6 +70,21 @@ async def start_translate(system: ParleySystem, edge: str = "edge") -> tuple[Pro
     return client, started
 
 
+NOTE_TOOL = {  # the local keyword engine calls it for "utterance <n>", with number = n
+    "name": "note_utterance", "description": "Note an utterance",
+    "parameters": {"type": "object", "properties": {"number": {"type": "integer"}}, "required": ["number"]},
+    "timeout_ms": 20000,
+}
+
+
+async def start_assistant(system: ParleySystem) -> tuple[ProtocolClient, dict]:
+    """An assistant session with NOTE_TOOL, which the local keyword engine calls each turn."""
+    client = await ProtocolClient.connect(system.ws_url())
+    started = await client.start(mode="assistant", language="en", tools=[NOTE_TOOL])
+    assert started["type"] == "session.started", started
+    return client, started
+
+
 async def speak(client: ProtocolClient, pcm: bytes = UTTERANCE) -> None:
     await client.stream(pcm, realtime=False)
 
@@ -81,12 +96,6 @@ def utterance(started: dict, generation: int, n: int) -> str:
 async def wait_done(client: ProtocolClient, utterance_id: str, kind: str = "audio.done") -> dict:
     return await client.wait_type(kind, timeout=WAIT_S, utterance_id=utterance_id)
 
-
-NOTE_TOOL = {  # the local keyword engine calls it for "utterance <n>", with number = n
-    "name": "note_utterance", "description": "Note an utterance",
-    "parameters": {"type": "object", "properties": {"number": {"type": "integer"}}, "required": ["number"]},
-    "timeout_ms": 20000,
-}
 
 
 class Bus:

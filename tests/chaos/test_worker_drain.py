@@ -8,7 +8,6 @@ from __future__ import annotations
 import signal
 
 from tests.chaos.support import (
-    NOTE_TOOL,
     Bus,
     assert_clean_exit,
     assert_replies,
@@ -16,12 +15,12 @@ from tests.chaos.support import (
     eventually,
     speak,
     start,
+    start_assistant,
     start_translate,
     transcript,
     utterance,
     wait_done,
 )
-from tests.support.client import ProtocolClient
 
 
 async def _instances(bus: Bus, kind: str, n: int) -> bool:
@@ -92,8 +91,7 @@ async def test_tools_worker_draining_while_the_client_runs_its_tool_hands_the_tu
     start(system)
     bus = await Bus.connect(system.nats_url, system.env["PARLEY_PREFIX"])
     try:
-        client = await ProtocolClient.connect(system.ws_url())
-        started = await client.start(mode="assistant", language="en", tools=[NOTE_TOOL])
+        client, started = await start_assistant(system)
         await speak(client)
         call = await client.wait_type("tool.call", timeout=30)
         system.start_worker("tools", "tools-2")

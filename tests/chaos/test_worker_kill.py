@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from tests.chaos.support import (
-    NOTE_TOOL,
     Bus,
     assert_clean_exit,
     assert_replies,
@@ -15,12 +14,12 @@ from tests.chaos.support import (
     eventually,
     speak,
     start,
+    start_assistant,
     start_translate,
     transcript,
     utterance,
     wait_done,
 )
-from tests.support.client import ProtocolClient
 
 SLOW = "8000"  # the victim's engine delay: it holds the work long enough to be killed
 
@@ -94,9 +93,7 @@ async def test_tools_worker_killed_while_the_client_runs_its_tool(nats_server, m
     start(system)
     bus = await Bus.connect(system.nats_url, system.env["PARLEY_PREFIX"])
     try:
-        client = await ProtocolClient.connect(system.ws_url())
-        started = await client.start(mode="assistant", language="en", tools=[NOTE_TOOL])
-        assert started["type"] == "session.started", started
+        client, started = await start_assistant(system)
         await speak(client)
         call = await client.wait_type("tool.call", timeout=30)
         await replace_worker(system, bus, "tools")  # while the turn waits for the client's answer
@@ -124,9 +121,7 @@ async def test_tts_worker_killed_while_it_speaks_an_assistant_reply(nats_server,
     start(system, tts={"PARLEY_BENCH_TTS_DELAY_MS": SLOW})
     bus = await Bus.connect(system.nats_url, system.env["PARLEY_PREFIX"])
     try:
-        client = await ProtocolClient.connect(system.ws_url())
-        started = await client.start(mode="assistant", language="en", tools=[NOTE_TOOL])
-        assert started["type"] == "session.started", started
+        client, started = await start_assistant(system)
         await speak(client)
         call = await client.wait_type("tool.call", timeout=30)
         await client.send({"type": "tool.result", "call_id": call["call_id"], "output": {"noted": True}})
