@@ -112,17 +112,27 @@ async def test_blank_and_unsupported(translator):
         await translator.translate("Hallo", "de", "en")
 
 
-# A stand-in pipeline that answers one NUL-terminated block, then exits.
-ANSWER_ONCE = "IFS= read -r -d '' x; printf '%s\\0' \"$x\""
+# Stand-in pipelines: one answers NUL-terminated blocks for ever; one dies on its first.
+ANSWER = "while IFS= read -r -d '' x; do printf '%s\\0' \"$x\"; done"
+DIE_ON_FIRST = "IFS= read -r -d '' x; exit 0"
 
 
-async def test_a_dead_pipeline_is_restarted():
-    pipeline = ApertiumPipeline(ANSWER_ONCE, timeout_s=5)
-    assert await pipeline.translate("a [b] ^c$") == "a [b] ^c$"
+async def test_a_pipeline_that_dies_mid_request_fails_retryably_and_is_replaced(tmp_path):
+    died = tmp_path / "died"  # the second process is a working one
+    pipeline = ApertiumPipeline(f"if [ -e {died} ]; then {ANSWER}; else touch {died}; {DIE_ON_FIRST}; fi",
+                                timeout_s=5)
     with pytest.raises(ProviderError) as failure:
-        await pipeline.translate("second")
+        await pipeline.translate("first")
     assert failure.value.retryable
-    assert await pipeline.translate("third") == "third"
+    assert await pipeline.translate("a [b] ^c$") == "a [b] ^c$"
+    await pipeline.stop()
+
+
+async def test_a_pipeline_that_exited_between_requests_is_restarted():
+    pipeline = ApertiumPipeline("IFS= read -r -d '' x; printf '%s\\0' \"$x\"", timeout_s=5)
+    assert await pipeline.translate("one") == "one"
+    await pipeline.process.wait()  # it answered once and exited
+    assert await pipeline.translate("two") == "two"
     await pipeline.stop()
 
 

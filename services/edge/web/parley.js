@@ -175,7 +175,7 @@ export class ParleyClient {
 
   /** Sends PCM16LE at inputSampleRate (≤ 1 s). Dropped while disconnected: live speech late is useless. */
   sendAudio(buffer) {
-    if (this.state !== "open") return;
+    if (!this._writable) return;
     this._ws.send(buffer);
     this.stats.sentSamples += buffer.byteLength / 2;
   }
@@ -229,7 +229,7 @@ export class ParleyClient {
       const off = this.on("state", ({ state }) => state === "closed" && (off(), resolve()));
     });
     this._ended = true;
-    if (this.state !== "open") {
+    if (!this._writable) {
       this._finish(1000);
     } else {
       const ws = this._ws;
@@ -308,14 +308,19 @@ export class ParleyClient {
     this._emit({ type: "state", state, code, ...(retryInMs === undefined ? {} : { retry_in_ms: retryInMs }) });
   }
 
+  /** Open, and the socket not already closing (a drop is seen a moment before onclose). */
+  get _writable() {
+    return this.state === "open" && this._ws?.readyState === WebSocket.OPEN;
+  }
+
   /** Writes a text message now, or after the next session.started when not connected. */
   _send(msg) {
-    if (this.state === "open") this._ws.send(JSON.stringify(msg));
+    if (this._writable) this._ws.send(JSON.stringify(msg));
     else if (this.state !== "closed") this._outbox.push(msg);
   }
 
   _ack() {
-    if (this.state !== "open" || this.lastSeq <= this.ackedSeq) return;
+    if (!this._writable || this.lastSeq <= this.ackedSeq) return;
     this._ws.send(JSON.stringify({ type: "ack", seq: this.lastSeq }));
     this.ackedSeq = this.lastSeq;
   }
