@@ -1,4 +1,4 @@
-"""`python -m bench local|echo|assistant …` (or `./dev bench …`): see docs/BENCHMARKS.md.
+"""`python -m bench local|echo|assistant|soak|bushop …` (or `./dev bench …`): see docs/BENCHMARKS.md.
 
 Each run starts its own nats-server and a fresh Parley system (edge + one worker of each
 kind, as OS processes), runs the load levels against it, stops it, prints tables and
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import assistant, echo, local, soak
+from bench import assistant, bushop, echo, local, soak
 from bench.report import RESULTS_DIR, machine, table, write_json
 from bench.system import running
 
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     assistant.add_arguments(asst, _sizes)
     soak.add_arguments(scenarios.add_parser("soak", help="sessions under faults on a schedule: events lost, "
                                             "duplicated, recovery times, memory over time"))
+    bushop.add_arguments(scenarios.add_parser("bushop", help="the bus hop alone: audio chunks publish → "
+                                              "worker receives"), _sizes)
     for sub in (lo, ec, asst):
         sub.add_argument("--pin-core", type=int, metavar="CPU",
                          help="run every Parley process and nats-server under `taskset -c CPU`; "
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.scenario == "soak":
         return soak.main(args)
+    if args.scenario == "bushop":
+        return bushop.main(args)
     args.compression = None if args.compression == "none" else args.compression
     cpus = _pin_loadgen(args.pin_core) if args.pin_core is not None else None
     if args.scenario == "assistant":
