@@ -1,5 +1,7 @@
-"""A client that reads too slowly cannot grow the edge's memory, and loses nothing durable:
-partials are shed, then the edge closes with 1013 and the client resumes from its last seq."""
+"""Backpressure. A client that reads too slowly cannot grow the edge's memory, and loses
+nothing durable: partials are shed, then the edge closes with 1013 and the client resumes
+from its last seq. An STT owner that falls behind its audio sheds mid-utterance chunks,
+never an utterance's end."""
 
 from __future__ import annotations
 
