@@ -31,6 +31,10 @@ log = logging.getLogger("parley.bus")
 
 DEADLINE_HEADER = "Parley-Deadline"  # epoch milliseconds after which the work is noise
 TRACEPARENT = "traceparent"
+# A TTS worker speaking a sentence of a reply says so this often (a reply message with this
+# header), so the turn runner tells a dead worker from a slow voice long before its timeout.
+SPEAKING_HEADER = "Parley-Speaking"
+SPEAKING_BEAT_S = 1.0
 DUPLICATE_WINDOW_S = 120.0
 # A JetStream publish that fails while NATS restarts or a cluster elects a new stream leader
 # is tried again, with the same Nats-Msg-Id so it lands once, for about this long.

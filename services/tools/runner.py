@@ -47,6 +47,7 @@ from shared.worker import Runtime
 log = logging.getLogger("parley.tools")
 
 SPEAK_MARGIN_S = 5.0  # a sentence's TTS request may take the provider timeout and this
+SPEAKER_SILENT_S = 3 * bus.SPEAKING_BEAT_S  # no beat from the TTS worker for this long: it died
 STATUS = {"stop": "completed", "cancelled": "cancelled", "error": "failed", "step_limit": "step_limit"}
 
 
@@ -255,16 +256,37 @@ class TurnRun:
         a, w = self.work.assistant, self.work
         work = TtsWork(self.rid, say.text, a.language, a.output_sample_rate, a.voice, (w.sid,),
                        speaker=w.sid, principal=w.principal, response_id=self.rid, segment=say.index)
-        timeout_s = self.rt.settings.providers.timeout_s + SPEAK_MARGIN_S
         for attempt in range(2):  # a TTS worker that died mid-sentence: another one speaks it
             try:
-                await self.rt.nc.request(self.rt.subjects.tts_speak, encode(work), timeout=timeout_s,
-                                         headers={bus.TRACEPARENT: bus.outgoing_traceparent(None)})
+                await self._ask_to_speak(work)
                 return
-            except Exception as exc:  # no responders, timeout
+            except Exception as exc:  # no responders, a silent worker, timeout
                 log.warning("speaking sentence %d of %s failed (%s)", say.index, self.rid, exc)
         await self._event({"type": "warning", "code": "provider_unavailable",
                            "message": "speech unavailable for part of the reply"}, f"tts-failed:{say.index}")
+
+    async def _ask_to_speak(self, work: TtsWork) -> None:
+        """One sentence to one TTS worker (the queue group picks it), until it is spoken. The
+        worker beats while it speaks: silence for SPEAKER_SILENT_S means it died."""
+        nc = self.rt.nc
+        inbox = nc.new_inbox()
+        replies = await nc.subscribe(inbox)
+        try:
+            await nc.publish(self.rt.subjects.tts_speak, encode(work), reply=inbox,
+                             headers={bus.TRACEPARENT: bus.outgoing_traceparent(None)})
+            give_up_at = time.monotonic() + self.rt.settings.providers.timeout_s + SPEAK_MARGIN_S
+            while True:
+                wait_s = min(SPEAKER_SILENT_S, give_up_at - time.monotonic())
+                if wait_s <= 0:
+                    raise TimeoutError("the sentence took longer than the provider timeout")
+                reply = await replies.next_msg(timeout=wait_s)  # nats TimeoutError: a silent worker
+                headers = reply.headers or {}
+                if headers.get("Status") == "503":
+                    raise RuntimeError("no TTS worker is listening")
+                if not headers.get(bus.SPEAKING_HEADER):
+                    return
+        finally:
+            await replies.unsubscribe()
 
     async def _finish(self, finish: Finish | None) -> None:
         reason = finish.reason if finish else "error"

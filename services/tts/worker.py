@@ -86,9 +86,13 @@ def _speak_endpoint(handler: TtsHandler):
 
         async def speak(request: Request, work: TtsWork) -> None:
             parent = (request.headers or {}).get(bus.TRACEPARENT)
-            with telemetry.span("tts.speak", parent, sid=work.recipients[0], utterance_id=work.utterance_id):
-                async with slots:
-                    cancelled = await _cancellable(runtime, work, handler(work, None))
+            beating = asyncio.create_task(_still_speaking(request))
+            try:
+                with telemetry.span("tts.speak", parent, sid=work.recipients[0], utterance_id=work.utterance_id):
+                    async with slots:
+                        cancelled = await _cancellable(runtime, work, handler(work, None))
+            finally:
+                beating.cancel()
             await request.respond(b"cancelled" if cancelled else b"done")
 
         async def on_speak(request: Request) -> None:
@@ -113,6 +117,16 @@ def _speak_endpoint(handler: TtsHandler):
         runtime.closers.insert(0, finish_speaking)
 
     return add
+
+
+async def _still_speaking(request: Request) -> None:
+    """Tell the turn runner, every beat, that this worker is alive and on its sentence."""
+    while True:
+        await asyncio.sleep(bus.SPEAKING_BEAT_S)
+        try:
+            await request.respond(b"", headers={bus.SPEAKING_HEADER: "1"})
+        except Exception:  # reconnecting: the next beat tries again
+            pass
 
 
 async def _cancellable(runtime: Runtime, work: TtsWork, speaking) -> bool:

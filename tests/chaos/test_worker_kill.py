@@ -114,9 +114,9 @@ async def test_tools_worker_killed_while_the_client_runs_its_tool(nats_server, m
 
 
 async def test_tts_worker_killed_while_it_speaks_an_assistant_reply(nats_server, make_system):
-    """The turn's request to the dead worker times out (provider timeout + margin) and
-    another instance speaks the sentence: the reply is completed and its speech arrives
-    exactly once (message ids drop what the dead worker had already published)."""
+    """The dead worker stops beating; the turn runner sends the sentence again and another
+    instance speaks it: the reply is completed and its speech arrives exactly once (message
+    ids drop what the dead worker had already published)."""
     system = make_system(nats_server.url)
     start(system, tts={"PARLEY_BENCH_TTS_DELAY_MS": SLOW})
     bus = await Bus.connect(system.nats_url, system.env["PARLEY_PREFIX"])
@@ -131,8 +131,30 @@ async def test_tts_worker_killed_while_it_speaks_an_assistant_reply(nats_server,
         assert done["status"] == "completed", done
         await bus.settle(started["session_id"], client)
         assert_replies(transcript(client), [done["response_id"]])
-        assert "speaking sentence 0" in (system.log_dir / "tools.log").read_text()  # the kill hit mid-sentence
+        log = (system.log_dir / "tools.log").read_text()
+        assert "speaking sentence 0" in log and "took longer than the provider timeout" not in log  # a silent worker
         await client.close()
     finally:
         await bus.close()
     assert_clean_exit(system.stop_all())
+
+
+async def test_with_every_tts_worker_gone_the_reply_is_text_with_a_warning(nats_server, make_system):
+    """No TTS worker listens (the only one was killed): the turn does not wait out a timeout
+    but is told at once that nobody answers, and the reply completes as text with a warning."""
+    system = make_system(nats_server.url)
+    start(system)
+    client, _ = await start_assistant(system)
+    victim = system.processes.pop("tts")
+    victim.kill()
+    victim.wait()
+    await speak(client)
+    call = await client.wait_type("tool.call", timeout=30)
+    await client.send({"type": "tool.result", "call_id": call["call_id"], "output": {"noted": True}})
+    done = await client.wait_type("response.done", timeout=15)
+    assert done["status"] == "completed" and client.of_type("response.text")
+    warning = await client.wait_type("warning", code="provider_unavailable")
+    assert "speech unavailable" in warning["message"] and not client.of_type("audio.delta")
+    assert "no TTS worker is listening" in (system.log_dir / "tools.log").read_text()
+    await client.close()
+    assert_clean_exit(system.stop_all(), "tts")
